@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# `make setup` is idempotent: it reinstalls only when pyproject.toml changed.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast bench clean os-packages
+
+setup: $(STAMP) os-packages
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[cpu,test]'
+	# OpenRLHF is a test oracle for the loss functions only; its own dependencies (flash-attn,
+	# a CUDA vLLM) cannot install here, and the loss code needs none of them.
+	$(BIN)/pip install -q --no-deps 'openrlhf==0.11.2'
+	# PyPI's torchvision/torchaudio/torchcodec break transformers imports next to the +cpu torch
+	# ("operator torchvision::nms does not exist"); nothing here needs them.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $(STAMP)
+
+# bubblewrap gives the code sandbox its namespaces; installed when we can (root or sudo).
+os-packages:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
+	      || echo "warning: could not install bubblewrap; the code sandbox will refuse untrusted code"; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	    sudo apt-get install -y -q bubblewrap >/dev/null 2>&1 || echo "warning: could not install bubblewrap"; \
+	  else echo "warning: bubblewrap missing and no root: the code sandbox will refuse untrusted code"; fi; }
+
+demo: setup
+	$(BIN)/python -m qwen25_rl.demo
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Everything but the slow end-to-end tests: for a quick local loop.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,1 @@
+"""CLI subcommands; each module registers its commands with `qwen25_rl.cli.cli_command`."""

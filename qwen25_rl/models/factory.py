@@ -1,0 +1,148 @@
+"""Build, load and save Qwen2-architecture causal LMs (Hugging Face format, local paths only)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qwen25_rl.models.presets import ModelPreset, get_preset
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def choose_attn_implementation(requested: str = "auto", device: str | torch.device | None = None) -> str:
+    """flash-attention 2 when importable and running on a GPU, SDPA otherwise.
+
+    An explicit request is honoured, except flash_attention_2 without a GPU or without the
+    package, which is a clear error rather than a failure deep inside transformers.
+    """
+    on_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    has_fa2 = importlib.util.find_spec("flash_attn") is not None
+    if requested == "auto":
+        return "flash_attention_2" if (on_gpu and has_fa2) else "sdpa"
+    if requested == "flash_attention_2" and not (on_gpu and has_fa2):
+        why = "no GPU" if not on_gpu else "the flash_attn package is not installed"
+        raise ValueError(f"attn_implementation flash_attention_2 requested but {why}; use 'sdpa' or 'auto'")
+    return requested
+
+
+def qwen2_config(preset: ModelPreset | str, *, vocab_size: int | None = None, **overrides: Any):
+    """A `transformers.Qwen2Config` for a preset; `vocab_size` resizes to a tokenizer."""
+    from transformers import Qwen2Config
+
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    kwargs = p.config_kwargs()
+    if vocab_size is not None:
+        kwargs["vocab_size"] = vocab_size
+    kwargs.update(overrides)
+    return Qwen2Config(**kwargs)
+
+
+def padded_vocab_size(n_tokens: int, multiple: int = 64) -> int:
+    """Round the embedding rows up (as Qwen2.5 pads 151,665 tokens to 151,936)."""
+    return -(-n_tokens // multiple) * multiple
+
+
+def build_model(
+    preset: ModelPreset | str,
+    *,
+    vocab_size: int | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    attn_implementation: str = "auto",
+    tokenizer=None,
+    **overrides: Any,
+):
+    """A randomly initialised Qwen2ForCausalLM of a preset's shape (deterministic in `seed`).
+
+    With `tokenizer`, the vocabulary is sized to it and the special-token ids are copied into
+    the model and generation configs (so generation stops on `<|im_end|>`).
+    """
+    from transformers import Qwen2ForCausalLM
+
+    if tokenizer is not None and vocab_size is None:
+        vocab_size = padded_vocab_size(len(tokenizer))
+    config = qwen2_config(preset, vocab_size=vocab_size, **overrides)
+    config._attn_implementation = choose_attn_implementation(attn_implementation)
+    if tokenizer is not None:
+        _set_special_ids(config, tokenizer)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).to(DTYPES[dtype])
+    if tokenizer is not None:
+        _set_generation_config(model, tokenizer)
+    return model
+
+
+def _set_special_ids(config, tokenizer) -> None:
+    config.eos_token_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    config.pad_token_id = tokenizer.convert_tokens_to_ids(tokenizer.pad_token)
+    config.bos_token_id = None
+
+
+def _set_generation_config(model, tokenizer) -> None:
+    from transformers import GenerationConfig
+
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    model.generation_config = GenerationConfig(eos_token_id=[im_end, eot], pad_token_id=eot, bos_token_id=None)
+
+
+def load_model(path: str | Path, *, dtype: str = "float32", attn_implementation: str = "auto", device: str | None = None):
+    """Load a causal LM from a local Hugging Face folder (never from a hub)."""
+    from transformers import AutoModelForCausalLM
+
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"{p} is not a Hugging Face model folder (no config.json)")
+    model = AutoModelForCausalLM.from_pretrained(
+        p,
+        dtype=DTYPES[dtype],
+        attn_implementation=choose_attn_implementation(attn_implementation, device),
+        local_files_only=True,
+    )
+    return model.to(device) if device else model
+
+
+def load_tokenizer(path: str | Path, padding_side: str | None = None):
+    """Load a tokenizer from a local folder."""
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"tokenizer folder not found: {p}")
+    tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
+    if padding_side is not None:
+        tok.padding_side = padding_side
+    return tok
+
+
+def save_pretrained(model, tokenizer, out: str | Path) -> Path:
+    """Save model (safetensors) + tokenizer atomically: written to a sibling temp folder, then
+    renamed, so a crash never leaves a half-written checkpoint under `out`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            import shutil
+
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,117 @@
+"""Run folders: every stage writes its resolved config, metrics and checkpoints into one.
+
+Layout (DESIGN.md section 6):
+
+    <output_dir>/<run_name>/
+        config.yaml          resolved config (defaults + file + overrides)
+        metrics.jsonl        one JSON object per logged step
+        tensorboard/         event files, when enabled
+        checkpoints/step_N/  written by the stage (atomically)
+        final/               HF-format model + tokenizer
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from qwen25_rl.config.loader import dump_config
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temp file + rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item") and callable(v.item):  # torch / numpy scalars
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/inf; keep them visible rather than dropping the key
+    return v
+
+
+class MetricsWriter:
+    """Appends metric rows to `metrics.jsonl` (and TensorBoard when enabled).
+
+    Each row is flushed on write so a killed run keeps every step it finished.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool = False):
+        self.path = run_dir / "metrics.jsonl"
+        self._file = self.path.open("a", buffering=1)
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        row = {"step": step, "time": time.time(), **{k: _jsonable(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._tb.add_scalar(k, v, step)
+        return row
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of a metrics.jsonl (skipping a torn last line from a killed writer)."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class RunDir:
+    """A run folder. `create` writes the resolved config; an existing folder is reused (resume)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def create(cls, config: BaseModel, output_dir: str | Path, run_name: str | None = None, stage: str = "run") -> "RunDir":
+        name = run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = Path(output_dir) / name
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "checkpoints").mkdir(exist_ok=True)
+        atomic_write_text(path / "config.yaml", dump_config(config))
+        return cls(path)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    def metrics_writer(self, tensorboard: bool = False) -> MetricsWriter:
+        return MetricsWriter(self.path, tensorboard=tensorboard)
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step}"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint: `step_N` folders that hold a COMPLETE marker."""
+        done = [p for p in self.checkpoints.glob("step_*") if (p / "COMPLETE").is_file()]
+        if not done:
+            return None
+        return max(done, key=lambda p: int(p.name.split("_", 1)[1]))

