@@ -94,6 +94,8 @@ class RayConfig(Section):
     num_cpus: int | None = Field(default=None, gt=0)
     num_gpus: int | None = Field(default=None, ge=0)
     object_store_memory_mb: int | None = Field(default=None, gt=0)
+    # The dashboard (127.0.0.1:8265) of an embedded local Ray; a joined cluster has its own.
+    include_dashboard: bool = True
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     # Seconds to wait for a placement group before failing with a clear error (not a hang).
     placement_timeout_s: float = Field(default=60.0, gt=0)
