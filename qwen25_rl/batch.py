@@ -1,0 +1,93 @@
+"""`TensorBatch`: the plain container that workers take and return.
+
+A dict of tensors that share their first (sample) dimension, plus per-sample Python lists
+(`meta`, e.g. texts or data sources) and batch-level scalars (`info`). It splits by
+data-parallel rank and concatenates back without knowing what the fields mean, and it
+pickles cheaply through Ray's object store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class TensorBatch:
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, list[Any]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        sizes = {k: v.shape[0] for k, v in self.tensors.items()} | {k: len(v) for k, v in self.meta.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"TensorBatch fields disagree on the number of samples: {sizes}")
+
+    def __len__(self) -> int:
+        for v in self.tensors.values():
+            return v.shape[0]
+        for v in self.meta.values():
+            return len(v)
+        return 0
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.tensors or key in self.meta
+
+    def select(self, index: torch.Tensor | list[int] | slice) -> "TensorBatch":
+        """The samples at `index` (a slice, a list of positions or a bool/long tensor)."""
+        if isinstance(index, slice):
+            positions = list(range(len(self)))[index]
+        elif isinstance(index, torch.Tensor):
+            positions = index.nonzero().flatten().tolist() if index.dtype == torch.bool else index.tolist()
+        else:
+            positions = list(index)
+        idx = torch.as_tensor(positions, dtype=torch.long)
+        return TensorBatch(
+            {k: v.index_select(0, idx) for k, v in self.tensors.items()},
+            {k: [v[i] for i in positions] for k, v in self.meta.items()},
+            dict(self.info),
+        )
+
+    def chunk(self, n: int) -> list["TensorBatch"]:
+        """Split into `n` contiguous parts whose sizes differ by at most one."""
+        if n <= 0:
+            raise ValueError(f"cannot split a batch into {n} parts")
+        size, rest = divmod(len(self), n)
+        out, start = [], 0
+        for i in range(n):
+            end = start + size + (1 if i < rest else 0)
+            out.append(self.select(slice(start, end)))
+            start = end
+        return out
+
+    @staticmethod
+    def cat(parts: list["TensorBatch"]) -> "TensorBatch":
+        """Concatenate along samples; `info` of the first part is kept."""
+        parts = [p for p in parts if len(p) > 0] or parts[:1]
+        if not parts:
+            return TensorBatch()
+        keys = set(parts[0].tensors)
+        if any(set(p.tensors) != keys for p in parts):
+            raise ValueError("cannot concatenate batches with different tensor fields")
+        tensors = {k: _cat_padded([p.tensors[k] for p in parts]) for k in parts[0].tensors}
+        meta = {k: [x for p in parts for x in p.meta[k]] for k in parts[0].meta}
+        return TensorBatch(tensors, meta, dict(parts[0].info))
+
+    def to(self, device: str | torch.device) -> "TensorBatch":
+        return TensorBatch({k: v.to(device) for k, v in self.tensors.items()}, self.meta, self.info)
+
+    def with_tensors(self, **tensors: torch.Tensor) -> "TensorBatch":
+        return TensorBatch({**self.tensors, **tensors}, self.meta, self.info)
+
+
+def _cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat along dim 0, right-padding dim 1 with zeros when sequence lengths differ."""
+    if tensors[0].dim() >= 2 and len({t.shape[1] for t in tensors}) > 1:
+        width = max(t.shape[1] for t in tensors)
+        tensors = [torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])) for t in tensors]
+    return torch.cat(tensors, dim=0)

@@ -1,0 +1,87 @@
+"""WorkerGroup: placement, named actors, torch.distributed among ranks, sharded calls, clear
+placement errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+import torch
+
+from actors.base import DistributedWorker
+from actors.worker_group import PlacementError, WorkerGroup, reserve_bundles
+from qwen25_rl.batch import TensorBatch
+
+
+class SumWorker(DistributedWorker):
+    def __init__(self, offset: int = 0):
+        super().__init__()
+        self.offset = offset
+
+    def all_reduce_rank(self) -> float:
+        import torch.distributed as dist
+
+        t = torch.tensor([float(self.rank + self.offset)])
+        dist.all_reduce(t)
+        return t.item()
+
+    def shard_ids(self, batch: TensorBatch) -> list[int]:
+        return batch["x"].tolist()
+
+    def actor_name(self) -> str:
+        return ray.get_runtime_context().get_actor_name()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ranks_form_one_process_group(ray_cluster):
+    group = WorkerGroup(SumWorker, 3, name="test/sum", num_cpus=0.5, init_kwargs={"offset": 1})
+    try:
+        # (0+1) + (1+1) + (2+1) on every rank
+        assert group.run("all_reduce_rank") == [6.0, 6.0, 6.0]
+        assert group.run("actor_name") == ["test/sum-0", "test/sum-1", "test/sum-2"]
+    finally:
+        group.shutdown()
+
+
+def test_batch_is_sharded_by_rank_in_order(ray_cluster):
+    group = WorkerGroup(SumWorker, 2, name="test/shard", num_cpus=0.5, distributed=False)
+    try:
+        batch = TensorBatch({"x": torch.arange(5)})
+        assert group.run_sharded("shard_ids", batch) == [[0, 1, 2], [3, 4]]
+    finally:
+        group.shutdown()
+
+
+def test_more_workers_than_cluster_fails_at_once_with_numbers(ray_cluster):
+    start = time.time()
+    with pytest.raises(PlacementError, match=r"needs \{CPU: 10\} in 10 bundles, but the whole cluster has \{CPU: 4"):
+        WorkerGroup(SumWorker, 10, name="test/toomany", num_cpus=1.0)
+    assert time.time() - start < 5
+
+
+def test_busy_cluster_times_out_instead_of_hanging(ray_cluster):
+    held = reserve_bundles([{"CPU": 3.0}], strategy="PACK", timeout_s=10, name="test/holder")
+    try:
+        with pytest.raises(PlacementError, match="could not place 2 bundles .* within 2s"):
+            WorkerGroup(SumWorker, 2, name="test/starved", num_cpus=1.0, placement_timeout_s=2)
+    finally:
+        ray.util.remove_placement_group(held)
+    # The failed group released what it had reserved: the cluster is whole again.
+    deadline = time.time() + 10
+    while ray.available_resources().get("CPU", 0) < 4 and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 4
+
+
+def test_shutdown_releases_resources_and_names(ray_cluster):
+    group = WorkerGroup(SumWorker, 2, name="test/release", num_cpus=1.0, distributed=False)
+    group.shutdown()
+    again = WorkerGroup(SumWorker, 2, name="test/release", num_cpus=1.0, distributed=False)
+    again.shutdown()
