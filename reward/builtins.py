@@ -1,0 +1,128 @@
+"""The built-in rewards: `math`, `code` and `custom` are registered here; `format` and
+`length` in reward.shaping; `reward_model` in reward.rm_client.
+
+`math` and `code` are thin: the verifier (reward.math) and the code grader (reward.code with
+sandboxes/) do the work and enforce their own deadlines; they are imported when such a
+reward is built, so loading the registry stays cheap.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from reward import rm_client, shaping  # noqa: F401  (register format, length, reward_model)
+from reward.config import CodeParams, CustomParams, MathParams
+from reward.registry import FunctionOutcome, RewardFunction, RewardSample, ThreadedRewardFunction, register_reward_factory
+
+# ---------------------------------------------------------------------------------------------
+# custom
+
+
+class InlinePluginFunction:
+    """A custom reward run inside this process (isolation: thread): soft deadlines only."""
+
+    def __init__(self, p: CustomParams):
+        from reward.plugins import PluginSpec, load_plugin
+
+        self.plugin = load_plugin(p.path, p.style, p.answer_column, p.conversational)
+        self.spec = PluginSpec(p.path, p.style, p.answer_column, p.conversational)
+        self.batch_size = p.batch_size if self.plugin.batched else 1
+        self.name = self.plugin.name
+        # Threads so a call that overruns can be reported as a timeout while it keeps running.
+        self._runner = ThreadedRewardFunction(lambda batch: batch, self.name, p.processes)
+
+    def score_batch(self, samples: list[RewardSample], timeout_s: float) -> list[FunctionOutcome]:
+        pool = self._runner._pool()
+        bs, c = self.batch_size, self._runner.concurrency
+        chunks = [samples[i : i + bs] for i in range(0, len(samples), bs)]
+        futures = [pool.submit(self.plugin.score, chunk, timeout_s) for chunk in chunks]
+        out: list[FunctionOutcome] = []
+        start = time.monotonic()
+        for i, (chunk, fut) in enumerate(zip(chunks, futures)):
+            # chunk i starts after at most i // c earlier rounds of (bs samples x timeout_s)
+            deadline = start + timeout_s * bs * (i // c + 1)
+            try:
+                out.extend(fut.result(timeout=max(0.0, deadline - time.monotonic())))
+            except FutureTimeout:
+                msg = f"custom reward {self.name!r} did not finish within {timeout_s:g} s per sample (isolation: thread, so it still runs)"
+                out.extend([FunctionOutcome.failed("timeout", msg)] * len(chunk))
+        return out
+
+    def close(self) -> None:
+        self._runner.close()
+
+
+@register_reward_factory("custom", params=CustomParams)
+def build_custom(p: CustomParams) -> RewardFunction:
+    """Your own function: 'file.py:fn' or 'package.module:fn', in the sample/verl/trl/openrlhf call style."""
+    if p.isolation == "thread":
+        return InlinePluginFunction(p)
+    from reward.isolation import ProcessRewardFunction
+    from reward.plugins import PluginSpec
+
+    # The first child loads the plugin now; its import or signature error is raised here.
+    spec = PluginSpec(p.path, p.style, p.answer_column, p.conversational)
+    return ProcessRewardFunction(spec, p.path.rpartition(":")[2], processes=p.processes, batch_size=p.batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# math
+
+
+class MathRewardFunction:
+    """reward.math's MathVerifierPool: fast exact/numeric paths in this process, sympy in
+    worker processes killed at the per-sample deadline. A timeout or verifier error is a
+    failed outcome (the policy decides), never a silent 0."""
+
+    def __init__(self, p: MathParams):
+        from reward.math import MathVerifierPool
+
+        self.pool = MathVerifierPool(p.processes, memory_mb=p.memory_mb, fallback_last_number=p.fallback_last_number)
+
+    def score_batch(self, samples: list[RewardSample], timeout_s: float) -> list[FunctionOutcome]:
+        from reward.math import MathStatus
+
+        # The pool's deadline is an attribute it reads per comparison; the function's
+        # timeout_s (or pool.sample_timeout_s) is the one that applies.
+        self.pool.timeout_s = float(timeout_s)
+        out: list[FunctionOutcome | None] = [None] * len(samples)
+        idx, golds = [], []
+        for i, s in enumerate(samples):
+            gold = s.answer
+            if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+                gold = str(gold)  # a JSON number from a dataset column
+            if not isinstance(gold, str) or not gold.strip():
+                out[i] = FunctionOutcome.failed("error", f"math reward needs the gold answer as text in sample.answer, got {type(gold).__name__} {str(gold)[:80]!r}")
+            else:
+                idx.append(i)
+                golds.append(gold)
+        scores = self.pool.score_batch([samples[i].response for i in idx], golds)
+        for i, sc in zip(idx, scores):
+            details = {"extracted": sc.extracted, "source": sc.source, "path": sc.path, "status": sc.status.value}
+            if sc.status is MathStatus.TIMEOUT:
+                out[i] = FunctionOutcome(None, "timeout", f"math verification: {sc.detail}", details)
+            elif sc.status is MathStatus.ERROR:
+                out[i] = FunctionOutcome(None, "error", f"math verification: {sc.detail}", details)
+            else:
+                out[i] = FunctionOutcome(1.0 if sc.correct else 0.0, "ok", None, details)
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+@register_reward_factory("math", params=MathParams)
+def build_math(p: MathParams) -> RewardFunction:
+    """1.0 when the final answer equals the gold answer (math-verify + fast paths), else 0.0."""
+    return MathRewardFunction(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# code
+
+
+@register_reward_factory("code", params=CodeParams)
+def build_code(p: CodeParams) -> RewardFunction:
+    """Fraction (or all-or-nothing) of the sample's tests the response's code passes in the sandbox."""
+    raise NotImplementedError("code reward: waiting for reward.code")

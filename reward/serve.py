@@ -1,0 +1,196 @@
+"""Serve a reward on Ray Serve: HTTP JSON in, rewards out, batched across requests.
+
+Two backends behind one protocol (the one `reward.rm_client` speaks, see there):
+- a reward config (`RewardConfig`: math, code, custom functions, weighted) scored by a
+  `RewardScorer` in each replica, so several runs can share one set of sandboxes/verifiers;
+- a learned reward model: a local Hugging Face sequence-classification checkpoint with one
+  output, scored in micro-batches (`RewardModelScorer`).
+
+Each request may carry many samples. Every sample goes through a `@serve.batch` method, so
+the samples of concurrent requests are scored together (up to max_batch_size, waiting at
+most batch_wait_timeout_s). `GET <route>` returns what the endpoint serves.
+
+Results are raw: a sample whose reward failed comes back with status error/timeout and
+reward null; the caller's pool applies its own failure policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from ray import serve
+
+from reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
+from reward.registry import RewardResult, RewardSample
+
+log = logging.getLogger("reward.serve")
+
+
+class RewardModelScorer:
+    """A sequence-classification reward model: reward = the single logit for (prompt, response)."""
+
+    def __init__(self, cfg: RewardModelServeConfig, num_threads: int | None = None):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not os.path.isdir(cfg.path):
+            raise FileNotFoundError(f"reward_model.path {cfg.path} is not a folder (a Hugging Face checkpoint is expected)")
+        self.cfg = cfg
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.path)
+        # Keep the end of an over-long text: the score is read at the last token.
+        self.tokenizer.truncation_side = "left"
+        if self.tokenizer.pad_token is None:
+            raise ValueError(f"the tokenizer in {cfg.path} has no pad token; batched scoring needs one")
+        dtype = getattr(torch, cfg.dtype)
+        self.model = AutoModelForSequenceClassification.from_pretrained(cfg.path, dtype=dtype).eval()
+        if self.model.config.num_labels != 1:
+            raise ValueError(f"{cfg.path} has num_labels={self.model.config.num_labels}; a reward model has exactly 1 output")
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        if cfg.template == "chat" and not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"reward_model.template is 'chat' but the tokenizer in {cfg.path} has no chat template (use template: plain)")
+
+    def text(self, s: RewardSample) -> str:
+        if self.cfg.template == "plain":
+            return s.prompt + s.response
+        messages = [{"role": "user", "content": s.prompt}, {"role": "assistant", "content": s.response}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False)
+
+    def score_values(self, samples: list[RewardSample]) -> list[float]:
+        torch = self.torch
+        out: list[float] = []
+        mb = self.cfg.micro_batch_size
+        for i in range(0, len(samples), mb):
+            texts = [self.text(s) for s in samples[i : i + mb]]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length, add_special_tokens=False)
+            with torch.inference_mode():
+                logits = self.model(**enc).logits
+            out.extend(logits[:, 0].float().tolist())
+        return out
+
+    def score(self, samples: list[RewardSample]) -> list[RewardResult]:
+        try:
+            values = self.score_values(samples)
+        except Exception as e:  # a bad batch is reported per sample, the replica keeps serving
+            err = f"reward model failed: {type(e).__name__}: {e}"
+            return [RewardResult(None, {}, "error", err, function_status={"reward_model": "error"}) for _ in samples]
+        return [RewardResult(v, {"reward_model": v}, "ok", function_status={"reward_model": "ok"}) for v in values]
+
+    def close(self) -> None:
+        pass
+
+
+class _ConfigScorer:
+    """A RewardConfig scorer returning raw results (the caller applies its failure policy)."""
+
+    def __init__(self, cfg: RewardConfig):
+        from reward.scorer import RewardScorer
+
+        self.scorer = RewardScorer(cfg)
+        self.cfg = cfg
+
+    def score(self, samples: list[RewardSample]) -> list[RewardResult]:
+        from reward.scorer import combine
+
+        raw = self.scorer.score_raw(samples)
+        return [combine(s, o, self.cfg) for s, o in zip(samples, raw)]
+
+    def close(self) -> None:
+        self.scorer.close()
+
+
+class RewardService:
+    """The Serve deployment body (wrapped with serve.deployment in `build_app`)."""
+
+    def __init__(self, reward_json: dict | None, rm_json: dict | None, max_batch_size: int, batch_wait_timeout_s: float, max_samples: int, num_cpus: float):
+        if (reward_json is None) == (rm_json is None):
+            raise ValueError("serve exactly one of a reward config or a reward model")
+        if rm_json is not None:
+            rm_cfg = RewardModelServeConfig.model_validate(rm_json)
+            self.backend: Any = RewardModelScorer(rm_cfg, rm_cfg.num_threads or max(1, int(num_cpus)))
+            self.info = {"kind": "reward_model", "path": rm_cfg.path, "template": rm_cfg.template}
+        else:
+            cfg = RewardConfig.model_validate(reward_json)
+            self.backend = _ConfigScorer(cfg)
+            self.info = {"kind": "reward", "functions": [{"name": f.label, "type": f.type, "weight": f.weight} for f in cfg.functions]}
+        self.max_samples = max_samples
+        self._score_batched.set_max_batch_size(max_batch_size)
+        self._score_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
+    async def _score_batched(self, samples: list[RewardSample]) -> list[dict[str, Any]]:
+        # Scoring blocks (model forward, sandbox runs): keep the replica's event loop free.
+        results = await asyncio.to_thread(self.backend.score, samples)
+        return [r.to_dict() for r in results]
+
+    async def __call__(self, request) -> Any:
+        from starlette.responses import JSONResponse
+
+        if request.method == "GET":
+            return self.info
+        if request.method != "POST":
+            return JSONResponse({"error": f"method {request.method} not allowed; POST samples or GET info"}, status_code=405)
+        try:
+            body = await request.json()
+        except Exception as e:
+            return JSONResponse({"error": f"request body is not JSON: {e}"}, status_code=400)
+        raw = body.get("samples") if isinstance(body, dict) else None
+        if not isinstance(raw, list):
+            return JSONResponse({"error": 'expected a JSON object {"samples": [...]}'}, status_code=400)
+        if len(raw) > self.max_samples:
+            return JSONResponse({"error": f"{len(raw)} samples in one request; the limit is {self.max_samples} (serve.max_samples_per_request)"}, status_code=400)
+        try:
+            samples = [RewardSample.from_dict(d, f"samples[{i}]") for i, d in enumerate(raw)]
+        except (TypeError, ValueError) as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        results = await asyncio.gather(*(self._score_batched(s) for s in samples))
+        return {"results": list(results)}
+
+    def __del__(self):
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
+
+
+def build_app(serve_cfg: ServeConfig, reward_cfg: RewardConfig | None = None, rm_cfg: RewardModelServeConfig | None = None):
+    """The Serve application for a reward config or a reward model (exactly one)."""
+    deployment = serve.deployment(
+        RewardService,
+        name=f"{serve_cfg.app_name}-service",
+        num_replicas=serve_cfg.num_replicas,
+        ray_actor_options={"num_cpus": serve_cfg.num_cpus_per_replica},
+        max_ongoing_requests=serve_cfg.max_ongoing_requests,
+    )
+    return deployment.bind(
+        reward_cfg.model_dump(mode="json") if reward_cfg is not None else None,
+        rm_cfg.model_dump(mode="json") if rm_cfg is not None else None,
+        serve_cfg.max_batch_size,
+        serve_cfg.batch_wait_timeout_s,
+        serve_cfg.max_samples_per_request,
+        serve_cfg.num_cpus_per_replica,
+    )
+
+
+def endpoint_url(serve_cfg: ServeConfig) -> str:
+    host = "127.0.0.1" if serve_cfg.host in ("0.0.0.0", "::", "") else serve_cfg.host
+    return f"http://{host}:{serve_cfg.port}{serve_cfg.route_prefix}"
+
+
+def deploy(serve_cfg: ServeConfig, reward_cfg: RewardConfig | None = None, rm_cfg: RewardModelServeConfig | None = None) -> str:
+    """Start Serve's HTTP proxy on serve_cfg.host:port (Ray must be initialised), deploy, and
+    return the endpoint URL. Start-up problems (plugin, checkpoint) are raised here."""
+    if reward_cfg is not None:
+        from reward.scorer import check_plugins
+
+        check_plugins(reward_cfg)
+    if rm_cfg is not None and not os.path.isdir(rm_cfg.path):
+        raise FileNotFoundError(f"reward_model.path {rm_cfg.path} is not a folder (a Hugging Face checkpoint is expected)")
+    serve.start(http_options={"host": serve_cfg.host, "port": serve_cfg.port})
+    serve.run(build_app(serve_cfg, reward_cfg, rm_cfg), name=serve_cfg.app_name, route_prefix=serve_cfg.route_prefix)
+    return endpoint_url(serve_cfg)
