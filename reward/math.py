@@ -1,0 +1,254 @@
+"""Math answer verifier: extraction, fast exact/numeric paths, math-verify, hard deadlines.
+
+Public entry points (kept stable; outside checks call them):
+
+- ``verify(response, gold) -> bool``: extraction included; returns within its deadline on any
+  input (the symbolic stage runs in a worker process that is killed at the deadline).
+- ``extract_answer(response) -> str | None``.
+
+For rewards: ``score_math`` (one pair, in this process) and ``MathVerifierPool`` (batches,
+worker processes, hard per-sample deadline) return a `MathScore` that says what was
+extracted, which path decided, and whether the verdict is real or a timeout/error.
+
+Pipeline for one (response, gold) pair:
+
+1. extract the answer (`reward.math_extract`); none -> status ``no_answer``;
+2. normalise both (`reward.math_normalize`); equal text -> ``correct`` via path ``exact``;
+3. both plain numbers -> exact rational comparison, path ``numeric`` (no sympy);
+4. otherwise math-verify on the normalised forms, path ``sympy``, under a deadline.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from reward.math_extract import ExtractedAnswer, find_answer, gold_answer_text
+from reward.math_normalize import (
+    comparison_key,
+    normalize_answer,
+    numbers_equal,
+    parse_plain_number,
+    split_assignment,
+)
+
+# Seconds one verification may take before it is reported as a timeout. Real MATH-500 pairs
+# take under 0.5 s; sympy on hostile input can take hours.
+DEFAULT_TIMEOUT_S = 3.0
+# Extracted answers longer than this are compared as text only: real answers are short, and
+# math-verify's regexes and sympy get slower with length.
+MAX_ANSWER_CHARS = 1000
+
+DecisionPath = Literal["exact", "numeric", "sympy", "none"]
+
+
+class MathStatus(str, enum.Enum):
+    CORRECT = "correct"
+    WRONG = "wrong"
+    NO_ANSWER = "no_answer"  # nothing extractable: a verdict (wrong), not an error
+    TIMEOUT = "timeout"  # no verdict within the deadline
+    ERROR = "error"  # the verifier failed (bad gold, worker crash): no verdict
+
+
+@dataclass(frozen=True)
+class MathScore:
+    """One verification. `correct` is the verdict; `status` says whether there was one."""
+
+    status: MathStatus
+    extracted: str | None = None  # the answer found in the response, as written
+    source: str | None = None  # which anchor found it: boxed, hash, answer_is, bare, last_number
+    path: DecisionPath = "none"  # which stage decided: exact, numeric, sympy
+    detail: str = ""  # why, for timeouts/errors and refusals
+    elapsed_s: float = 0.0
+
+    @property
+    def correct(self) -> bool:
+        return self.status is MathStatus.CORRECT
+
+    @property
+    def has_verdict(self) -> bool:
+        """False for timeouts and errors: the caller decides what those are worth."""
+        return self.status not in (MathStatus.TIMEOUT, MathStatus.ERROR)
+
+
+@dataclass(frozen=True)
+class SymbolicCheck:
+    """A pair the fast paths could not decide: what the symbolic stage must compare."""
+
+    pred: str  # normalised prediction
+    gold: str  # normalised gold
+    found: ExtractedAnswer
+    started: float
+
+    def score(self, status: MathStatus, detail: str = "") -> MathScore:
+        return MathScore(
+            status,
+            self.found.text,
+            self.found.source,
+            "sympy",
+            detail,
+            time.perf_counter() - self.started,
+        )
+
+
+def _verdict(ok: bool) -> MathStatus:
+    return MathStatus.CORRECT if ok else MathStatus.WRONG
+
+
+def fast_check(response: str, gold: str, *, fallback_last_number: bool = False) -> MathScore | SymbolicCheck:
+    """Steps 1-3 of the pipeline: a final MathScore, or the SymbolicCheck still to be done.
+
+    Bounded time on any input (linear scans, capped number sizes): safe to run in the caller's
+    process before anything is sent to a worker.
+    """
+    started = time.perf_counter()
+    if not isinstance(response, str):
+        raise TypeError(f"response must be str, got {type(response).__name__}")
+    if not isinstance(gold, str):
+        raise TypeError(f"gold must be str, got {type(gold).__name__}")
+
+    def done(status: MathStatus, found: ExtractedAnswer | None, path: DecisionPath, detail: str = "") -> MathScore:
+        return MathScore(
+            status,
+            found.text if found else None,
+            found.source if found else None,
+            path,
+            detail,
+            time.perf_counter() - started,
+        )
+
+    gold_text = gold_answer_text(gold)
+    if not gold_text.strip():
+        return done(MathStatus.ERROR, None, "none", "gold answer is empty")
+    found = find_answer(response, fallback_last_number=fallback_last_number)
+    if found is None:
+        return done(MathStatus.NO_ANSWER, None, "none", "no \\boxed{}, '####', 'answer is' or bare answer found")
+    if len(gold_text) > MAX_ANSWER_CHARS:
+        return done(MathStatus.ERROR, found, "none", f"gold answer longer than {MAX_ANSWER_CHARS} characters")
+    if len(found.text) > MAX_ANSWER_CHARS:
+        same = comparison_key(found.text) == comparison_key(gold_text)
+        detail = "" if same else f"answer longer than {MAX_ANSWER_CHARS} characters: compared as text only"
+        return done(_verdict(same), found, "exact", detail)
+
+    pred_norm = normalize_answer(found.text)
+    gold_norm = normalize_answer(gold_text)
+    if not pred_norm:
+        return done(MathStatus.NO_ANSWER, found, "none", "extracted answer is empty after normalisation")
+    if comparison_key(pred_norm) == comparison_key(gold_norm):
+        return done(MathStatus.CORRECT, found, "exact")
+
+    pred_var, pred_rest = split_assignment(pred_norm)
+    gold_var, gold_rest = split_assignment(gold_norm)
+    gold_num = parse_plain_number(gold_rest)
+    pred_num = parse_plain_number(pred_rest) if gold_num is not None else None
+    if gold_num is not None and pred_num is not None:
+        # "x = 5" answers "5" and "5" answers "x = 5", but "y = 5" does not answer "x = 5".
+        same_var = pred_var is None or gold_var is None or pred_var == gold_var
+        return done(_verdict(same_var and numbers_equal(gold_num, pred_num)), found, "numeric")
+    return SymbolicCheck(pred_norm, gold_norm, found, started)
+
+
+def symbolic_verdict(pred: str, gold: str, timeout_s: float | None) -> tuple[MathStatus, str]:
+    """Step 4 on normalised answers in this process, with a soft (SIGALRM, main-thread) deadline."""
+    from reward.math_sympy import DeadlineExceeded, soft_deadline, sympy_equal
+
+    try:
+        with soft_deadline(timeout_s):
+            ok = sympy_equal(pred, gold)
+    except DeadlineExceeded:
+        return MathStatus.TIMEOUT, f"symbolic comparison exceeded {timeout_s:g}s"
+    except RecursionError:
+        return MathStatus.ERROR, "RecursionError in the symbolic comparison"
+    except MemoryError:
+        return MathStatus.ERROR, "MemoryError in the symbolic comparison"
+    except Exception as exc:  # math-verify raises on what it cannot compare; report, do not guess
+        return MathStatus.ERROR, _describe(exc)
+    return _verdict(ok), ""
+
+
+def symbolic_check(check: SymbolicCheck, timeout_s: float | None) -> MathScore:
+    return check.score(*symbolic_verdict(check.pred, check.gold, timeout_s))
+
+
+def _describe(exc: BaseException) -> str:
+    # Never str() a sympy exception blindly: its message can embed a huge expression.
+    msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+    return f"{type(exc).__name__}: {msg[:200]}" if msg else type(exc).__name__
+
+
+def score_math(
+    response: str,
+    gold: str,
+    *,
+    fallback_last_number: bool = False,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+) -> MathScore:
+    """Verify one pair in this process.
+
+    The deadline is soft: it interrupts sympy's Python code from the main thread, but not a
+    long C-level computation (huge integer powers) nor anything off the main thread. Use
+    `MathVerifierPool` (or `verify`) where the input is untrusted and the deadline must hold.
+    """
+    first = fast_check(response, gold, fallback_last_number=fallback_last_number)
+    if isinstance(first, MathScore):
+        return first
+    return symbolic_check(first, timeout_s)
+
+
+def extract_answer(response: str, *, fallback_last_number: bool = False) -> str | None:
+    """The final answer in `response` as written (\\boxed{}, ####, 'the answer is', bare), or None."""
+    found = find_answer(response, fallback_last_number=fallback_last_number)
+    return found.text if found else None
+
+
+_default_pool = None
+_default_pool_pid: int | None = None
+_default_pool_lock = threading.Lock()
+
+
+def default_pool():
+    """The process-wide pool behind `verify` (one worker, started on first symbolic need)."""
+    global _default_pool, _default_pool_pid
+    from reward.math_pool import MathVerifierPool
+
+    with _default_pool_lock:
+        # A forked child must not talk to its parent's workers.
+        if _default_pool is None or _default_pool_pid != os.getpid():
+            _default_pool = MathVerifierPool(num_workers=1, timeout_s=DEFAULT_TIMEOUT_S)
+            _default_pool_pid = os.getpid()
+        return _default_pool
+
+
+def verify(response: str, gold: str, *, fallback_last_number: bool = False) -> bool:
+    """True when the final answer in `response` is equivalent to `gold`.
+
+    `gold` is the answer ("\\frac{14}{3}") or a reference solution ending in \\boxed{} or
+    ``#### N``. Timeouts and verifier errors count as not verified (False); use
+    `score_math`/`MathVerifierPool` to tell them apart. Returns within about
+    DEFAULT_TIMEOUT_S on any input.
+    """
+    return default_pool().score(response, gold, fallback_last_number=fallback_last_number).correct
+
+
+def __getattr__(name: str):
+    # MathVerifierPool lives in reward.math_pool, which imports this module: re-exported lazily.
+    if name == "MathVerifierPool":
+        from reward.math_pool import MathVerifierPool
+
+        return MathVerifierPool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "MathScore",
+    "MathStatus",
+    "MathVerifierPool",
+    "extract_answer",
+    "fast_check",
+    "score_math",
+    "verify",
+]
