@@ -146,3 +146,18 @@ def save_pretrained(model, tokenizer, out: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def named_weights(model) -> list[tuple[str, torch.Tensor]]:
+    """(Hugging Face name, tensor) of every weight a serving engine needs.
+
+    `named_parameters` yields a tied output projection only once (as the embedding); serving
+    engines may keep their own copy (vLLM's CPU backend repacks `lm_head`), so it is listed
+    under its own name as well.
+    """
+    named = list(model.named_parameters())
+    names = {n for n, _ in named}
+    head = model.get_output_embeddings()
+    if head is not None and "lm_head.weight" not in names:
+        named.append(("lm_head.weight", head.weight))
+    return named

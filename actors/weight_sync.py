@@ -1,0 +1,178 @@
+"""Weight sync from the policy workers to the rollout workers, behind one interface.
+
+Transports (one registry):
+
+- `object_store` (CPU, default there): policy rank 0 puts its full weights into Ray's object
+  store once; every rollout worker reads them from shared memory and reloads in place.
+- `broadcast`: a process group of policy rank 0 + all rollout workers, separate from every
+  other group (vLLM owns its process's default group); rank 0 broadcasts the weights as flat
+  buckets of `bucket_mb`. NCCL on GPU, gloo on CPU, the same code, so the CPU tests exercise
+  the path GPUs take.
+
+Every sync carries a policy version; rollout workers stamp it on what they generate next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any, Protocol
+
+import ray
+import torch
+
+# A bucket layout: [(dtype name, [(param name, shape), ...]), ...]
+Layout = list[tuple[str, list[tuple[str, tuple[int, ...]]]]]
+
+
+def plan_buckets(named: list[tuple[str, torch.Tensor]], bucket_mb: float) -> Layout:
+    """Group parameters into buckets of one dtype and at most `bucket_mb` (a single larger
+    tensor gets a bucket of its own)."""
+    limit = int(bucket_mb * 2**20)
+    layout: Layout = []
+    current: list[tuple[str, tuple[int, ...]]] = []
+    dtype, size = None, 0
+    for name, t in named:
+        nbytes = t.numel() * t.element_size()
+        if current and (str(t.dtype) != dtype or size + nbytes > limit):
+            layout.append((dtype, current))
+            current, size = [], 0
+        current.append((name, tuple(t.shape)))
+        dtype = str(t.dtype)
+        size += nbytes
+    if current:
+        layout.append((dtype, current))
+    return layout
+
+
+def _dtype(name: str) -> torch.dtype:
+    return getattr(torch, name.removeprefix("torch."))
+
+
+class BroadcastGroup:
+    """A standalone process group (own TCPStore), so it never touches the default group."""
+
+    def __init__(self, addr: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float = 300):
+        import torch.distributed as dist
+
+        store = dist.TCPStore(addr, port, world_size, is_master=(rank == 0), timeout=timedelta(seconds=timeout_s))
+        if backend == "gloo":
+            self.pg = dist.ProcessGroupGloo(store, rank, world_size, timedelta(seconds=timeout_s))
+            self.device = torch.device("cpu")
+        elif backend == "nccl":
+            self.pg = dist.ProcessGroupNCCL(store, rank, world_size)
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            raise ValueError(f"weight broadcast backend must be gloo or nccl, got {backend!r}")
+        self.rank = rank
+
+    def _broadcast(self, flat: torch.Tensor) -> None:
+        import torch.distributed as dist
+
+        opts = dist.BroadcastOptions()
+        opts.rootRank = 0
+        self.pg.broadcast([flat], opts).wait()
+
+    def send(self, named: dict[str, torch.Tensor], layout: Layout) -> None:
+        for dtype, params in layout:
+            flat = torch.cat([named[n].detach().reshape(-1).to(self.device, _dtype(dtype)) for n, _ in params])
+            self._broadcast(flat)
+
+    def receive(self, layout: Layout) -> Iterator[tuple[str, torch.Tensor]]:
+        out = []
+        for dtype, params in layout:
+            numels = [int(torch.Size(shape).numel()) for _, shape in params]
+            flat = torch.empty(sum(numels), dtype=_dtype(dtype), device=self.device)
+            self._broadcast(flat)
+            for (name, shape), chunk in zip(params, flat.split(numels)):
+                out.append((name, chunk.view(shape)))
+        return out
+
+
+class WeightSource:
+    """Mixin for the policy worker: what the transports need from rank 0.
+
+    The worker implements `sync_weights()` -> list of (HF name, full tensor) on rank 0.
+    """
+
+    _weight_group: BroadcastGroup | None = None
+
+    def sync_weights(self) -> list[tuple[str, torch.Tensor]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def export_weights_ref(self) -> list[ray.ObjectRef]:
+        # Wrapped in a list so Ray hands the caller the reference, not the weights.
+        return [ray.put([(n, t.detach().to("cpu").contiguous()) for n, t in self.sync_weights()])]
+
+    def weight_layout(self, bucket_mb: float) -> Layout:
+        return plan_buckets(self.sync_weights(), bucket_mb)
+
+    def join_weight_group(self, addr: str, port: int, rank: int, world_size: int, backend: str) -> None:
+        self._weight_group = BroadcastGroup(addr, port, rank, world_size, backend)
+
+    def broadcast_weights(self, layout: Layout) -> None:
+        self._weight_group.send(dict(self.sync_weights()), layout)
+
+
+class WeightSyncTransport(Protocol):
+    def setup(self, policy, rollout) -> None: ...
+
+    def sync(self, policy, rollout, version: int) -> float: ...
+
+
+WEIGHT_SYNC_TRANSPORTS: dict[str, Callable[..., WeightSyncTransport]] = {}
+
+
+def register_weight_sync(name: str):
+    def deco(cls):
+        WEIGHT_SYNC_TRANSPORTS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_weight_sync(name: str, **kwargs: Any) -> WeightSyncTransport:
+    if name not in WEIGHT_SYNC_TRANSPORTS:
+        raise KeyError(f"unknown weight-sync transport {name!r}; registered: {', '.join(sorted(WEIGHT_SYNC_TRANSPORTS))}")
+    return WEIGHT_SYNC_TRANSPORTS[name](**kwargs)
+
+
+@register_weight_sync("object_store")
+class ObjectStoreTransport:
+    def setup(self, policy, rollout) -> None:
+        pass
+
+    def sync(self, policy, rollout, version: int) -> float:
+        start = time.perf_counter()
+        ref = policy.run_rank0("export_weights_ref")[0]
+        # Non-rank-0 policy workers take part only when the weights must be gathered (ZeRO-3),
+        # which `sync_weights` on rank 0 does through its own collectives.
+        rollout.run("update_weights", version, ref)
+        return time.perf_counter() - start
+
+
+@register_weight_sync("broadcast")
+class BroadcastTransport:
+    def __init__(self, backend: str | None = None, bucket_mb: float = 64.0):
+        self.backend = backend
+        self.bucket_mb = bucket_mb
+        self.layout: Layout | None = None
+
+    def setup(self, policy, rollout) -> None:
+        backend = self.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        self.layout = policy.run_rank0("weight_layout", self.bucket_mb)
+        addr, port = ray.get(policy.workers[0].node_address.remote())
+        world = 1 + len(rollout.workers)
+        refs = [policy.workers[0].join_weight_group.remote(addr, port, 0, world, backend)]
+        refs += [w.join_weight_group.remote(addr, port, i + 1, world, backend) for i, w in enumerate(rollout.workers)]
+        ray.get(refs)
+
+    def sync(self, policy, rollout, version: int) -> float:
+        if self.layout is None:
+            raise RuntimeError("BroadcastTransport.sync called before setup")
+        start = time.perf_counter()
+        refs = [policy.workers[0].broadcast_weights.remote(self.layout)]
+        refs += [w.receive_weights.remote(version, self.layout) for w in rollout.workers]
+        ray.get(refs)
+        return time.perf_counter() - start
