@@ -1,0 +1,91 @@
+"""Ray Train controller callback: the run folder's metrics and checkpoint markers.
+
+It runs in the Train controller, which Ray places on the driver's node, so it writes the run
+folder the driver created: one `metrics.jsonl` row (and TensorBoard scalars) per report of
+rank 0, a console line, Ray metrics gauges (scraped by Prometheus / shown on the dashboard),
+and a `COMPLETE` marker in every checkpoint folder once Ray has persisted all ranks' files
+into it (`RunDir.latest_checkpoint` trusts only marked folders).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.train import UserCallback
+
+# Scalars also exported as Ray gauges (name -> description).
+GAUGES = {
+    "loss": "training loss (token mean) of the last step",
+    "eval_loss": "held-out loss at the last evaluation",
+    "tokens_per_s": "training tokens per second (all workers)",
+    "lr": "learning rate",
+    "grad_norm": "gradient norm before clipping",
+    "mfu": "model FLOPs utilisation",
+}
+
+
+class RunFolderCallback(UserCallback):
+    def __init__(self, run_dir: str, stage: str, *, tensorboard: bool, console: bool, ray_metrics: bool, run_name: str):
+        self.run_dir = run_dir
+        self.stage = stage
+        self.tensorboard = tensorboard
+        self.console = console
+        self.ray_metrics = ray_metrics
+        self.run_name = run_name
+        self._writer = None
+        self._gauges: dict[str, Any] | None = None
+        self._t0 = time.time()
+
+    # Created lazily in the controller process (file handles do not pickle).
+    def _metrics_writer(self):
+        if self._writer is None:
+            from qwen25_rl.runs import RunDir
+
+            self._writer = RunDir(Path(self.run_dir)).metrics_writer(tensorboard=self.tensorboard)
+        return self._writer
+
+    def _set_gauges(self, row: dict[str, Any]) -> None:
+        if not self.ray_metrics:
+            return
+        from ray.util.metrics import Gauge
+
+        if self._gauges is None:
+            self._gauges = {k: Gauge(f"qwen25_rl_{self.stage}_{k}", description=d, tag_keys=("run",)) for k, d in GAUGES.items()}
+        for k, g in self._gauges.items():
+            v = row.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                g.set(float(v), tags={"run": self.run_name})
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        row = dict(metrics[0]) if metrics else {}
+        step = int(row.pop("step", -1))
+        if checkpoint is not None:
+            row["checkpoint"] = checkpoint.path
+        self._metrics_writer().log(step, row)
+        self._set_gauges(row)
+        if checkpoint is not None:
+            with checkpoint.filesystem.open_output_stream(f"{checkpoint.path}/COMPLETE") as f:
+                f.write(b"ok\n")
+        if self.console:
+            print(self._line(step, row), flush=True)
+
+    def _line(self, step: int, row: dict[str, Any]) -> str:
+        parts = [f"[{self.stage}] step {step}"]
+        if "phase" in row:
+            parts.append(f"phase {row['phase']}")
+        for k, fmt in (("loss", ".4f"), ("eval_loss", ".4f"), ("lr", ".2e"), ("grad_norm", ".3f"), ("tokens_per_s", ".0f"), ("mfu", ".3f")):
+            v = row.get(k)
+            if isinstance(v, (int, float)):
+                parts.append(f"{k} {v:{fmt}}")
+        if "checkpoint" in row:
+            parts.append(f"saved {Path(row['checkpoint']).name}")
+        parts.append(f"{time.time() - self._t0:.0f}s")
+        return " | ".join(parts)
+
+    def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
+        for rank, exc in sorted(worker_exceptions.items()):
+            self._metrics_writer().log(-1, {"event": "worker_error", "rank": rank, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+            if self.console:
+                print(f"[{self.stage}] worker {rank} failed: {type(exc).__name__}: {str(exc)[:500]}", flush=True)

@@ -1,0 +1,432 @@
+"""Stage drivers: `run_pretrain(cfg)` and `run_sft(cfg)`.
+
+Each reads top to bottom like the recipe:
+
+    run folder (resume policy) -> synthetic data if asked -> tokenizer (trained or given)
+    -> initial model -> Ray -> tokenise + pack + order the data -> Ray Train TorchTrainer
+    -> final/ (HF model + tokenizer + chat template)
+
+The training itself happens in `pretrain.worker.train_loop_per_worker` on the Ray Train
+workers; this module only prepares what they read and exports what they wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pretrain.config import PretrainConfig, SFTConfig, SyntheticDataConfig
+from pretrain.corpus import read_conversations, read_source
+from pretrain.data_order import build_order
+from pretrain.packing import PackedRows, pack_documents, pack_samples
+from pretrain.prepare import fingerprint, read_meta, save_rows, tokenize_conversations, tokenize_documents
+from pretrain.sft_data import build_samples
+from qwen25_rl.runs import RunDir
+
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+# Files of a checkpoint that are trainer state, not part of the HF export.
+TRAINER_ONLY = ("deepspeed", "optimizer.pt", "rng_rank*.pt", "trainer_state.json", "COMPLETE")
+
+
+@dataclass
+class StageResult:
+    run_dir: Path
+    final: Path | None
+    steps: int
+    metrics: dict[str, Any]
+
+
+def _abs(path: str | Path) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def _say(cfg, msg: str) -> None:
+    if cfg.logging.console:
+        print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# run folder, synthetic data, tokenizer, initial model
+
+
+def open_run(cfg, stage: str) -> tuple[RunDir, str | None]:
+    """Create or reopen the run folder; returns it and an explicit checkpoint to resume from.
+
+    resume "auto": a folder that already has checkpoints continues from its newest one (Ray
+    Train reads its checkpoint snapshot); "never": such a folder is an error; any other value
+    is a checkpoint folder to start from.
+    """
+    name = cfg.logging.run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = Path(cfg.logging.output_dir) / name
+    has_checkpoints = (path / "checkpoints" / SNAPSHOT).is_file()
+    resume = cfg.checkpoint.resume
+    explicit = None
+    if resume == "never" and has_checkpoints:
+        raise ValueError(
+            f"{path} already holds checkpoints and checkpoint.resume is 'never': "
+            "choose another logging.run_name, or set checkpoint.resume: auto to continue it"
+        )
+    if resume not in ("auto", "never"):
+        ck = Path(resume)
+        if not (ck / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"checkpoint.resume: {ck} is not a checkpoint folder (no trainer_state.json)")
+        if has_checkpoints:
+            raise ValueError(f"checkpoint.resume names {ck}, but {path} has checkpoints of its own; use a new logging.run_name")
+        explicit = _abs(ck)
+    return RunDir.create(cfg, cfg.logging.output_dir, name, stage=stage), explicit
+
+
+def ensure_synthetic(syn: SyntheticDataConfig | None, cfg) -> None:
+    if syn is None:
+        return
+    from qwen25_rl.data import write_synthetic_dataset
+
+    manifest = write_synthetic_dataset(syn.out_dir, syn.spec())
+    _say(cfg, f"synthetic data in {syn.out_dir}: " + ", ".join(f"{k} {v}" for k, v in manifest["rows"].items()))
+
+
+def _interleaved(lists: list[list[str]], limit: int | None) -> list[str]:
+    """Documents round-robin over sources (so a capped sample covers every source)."""
+    out, i = [], 0
+    while any(i < len(lst) for lst in lists) and (limit is None or len(out) < limit):
+        for lst in lists:
+            if i < len(lst) and (limit is None or len(out) < limit):
+                out.append(lst[i])
+        i += 1
+    return out
+
+
+def pretrain_tokenizer(cfg: PretrainConfig, run: RunDir) -> str:
+    """The tokenizer folder: the model's or the configured one, or one trained on the corpus."""
+    if cfg.model.path is not None:
+        return _abs(cfg.tokenizer.path or cfg.model.path)
+    if not cfg.tokenizer_training.enabled:
+        return _abs(cfg.tokenizer.path)
+    out = run.path / "tokenizer"
+    if (out / "tokenizer.json").is_file():
+        return str(out.resolve())
+    from qwen25_rl.models.tokenizer import train_bpe, wrap_hf
+
+    tt = cfg.tokenizer_training
+    docs = _interleaved([read_source(s.files, s.text_key, s.format) for s in cfg.data.sources], tt.max_documents)
+    t0 = time.time()
+    max_len = max(p.max_position_embeddings or p.seq_len for p in cfg.phases)
+    tok = wrap_hf(train_bpe(docs, vocab_size=tt.vocab_size, min_frequency=tt.min_frequency), model_max_length=max_len)
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=run.path))
+    tok.save_pretrained(tmp)
+    os.replace(tmp, out)
+    _say(cfg, f"trained tokenizer on {len(docs)} documents in {time.time() - t0:.1f}s: {len(tok)} tokens -> {out}")
+    return str(out.resolve())
+
+
+def initial_model(cfg, run: RunDir, tokenizer_dir: str) -> str:
+    """A folder with the weights training starts from (a preset is built once and saved, so
+    every worker and every restart loads the same initialisation)."""
+    if cfg.model.path is not None:
+        p = Path(cfg.model.path)
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"model.path {p} is not a Hugging Face model folder (no config.json)")
+        return _abs(p)
+    out = run.path / "init_model"
+    if (out / "config.json").is_file():
+        return str(out.resolve())
+    from qwen25_rl.models import build_model, load_tokenizer, save_pretrained
+
+    tok = load_tokenizer(tokenizer_dir)
+    model = build_model(cfg.model.preset, tokenizer=tok, seed=cfg.model.seed, attn_implementation=cfg.model.attn_implementation)
+    save_pretrained(model, tok, out)
+    n = sum(p.numel() for p in model.parameters())
+    _say(cfg, f"initialised {cfg.model.preset} model ({n:,} parameters, vocab {model.config.vocab_size}) -> {out}")
+    return str(out.resolve())
+
+
+def _read_model_config(folder: str) -> dict:
+    return json.loads((Path(folder) / "config.json").read_text())
+
+
+def _tokenizer_fingerprint(tokenizer_dir: str) -> str:
+    p = Path(tokenizer_dir) / "tokenizer.json"
+    import hashlib
+
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else tokenizer_dir
+
+
+def _special_ids(tokenizer_dir: str) -> tuple[int, int]:
+    from qwen25_rl.models import load_tokenizer
+    from qwen25_rl.models.tokenizer import DOC_SEPARATOR
+
+    tok = load_tokenizer(tokenizer_dir)
+    eos = tok.convert_tokens_to_ids(DOC_SEPARATOR)
+    if eos is None or eos == tok.unk_token_id:
+        raise ValueError(f"tokenizer {tokenizer_dir} has no {DOC_SEPARATOR} token to separate documents")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    return int(eos), int(pad)
+
+
+# ---------------------------------------------------------------------------------------------
+# pretraining data
+
+
+def _schedule(cfg, lr: float | None, warmup: int | None) -> dict:
+    return {
+        "peak_lr": lr or cfg.optimizer.lr,
+        "warmup_steps": cfg.scheduler.warmup_steps if warmup is None else warmup,
+        "decay": cfg.scheduler.name,
+        "min_lr_ratio": cfg.scheduler.min_lr_ratio,
+    }
+
+
+def plan_pretrain_phases(cfg: PretrainConfig, model_config: dict) -> list[dict]:
+    """Phases with inherited values resolved: RoPE base and context carry over from the
+    previous phase (or the model), a context below seq_len is raised to it."""
+    theta = float((model_config.get("rope_parameters") or {}).get("rope_theta") or model_config.get("rope_theta") or 10000.0)
+    max_pos = int(model_config.get("max_position_embeddings") or 0)
+    out = []
+    for p in cfg.phases:
+        theta = p.rope_theta if p.rope_theta is not None else theta
+        max_pos = p.max_position_embeddings if p.max_position_embeddings is not None else max(max_pos, p.seq_len)
+        out.append(
+            {
+                "name": p.name, "steps": p.steps, "seq_len": p.seq_len,
+                "global_batch": p.global_batch_size or cfg.trainer.global_batch_size,
+                "rope_theta": theta, "max_position_embeddings": max_pos,
+                "schedule": _schedule(cfg, p.lr, p.warmup_steps),
+            }
+        )  # fmt: skip
+    return out
+
+
+def prepare_pretrain_data(cfg: PretrainConfig, run: RunDir, tokenizer_dir: str, phases: list[dict]) -> None:
+    """Tokenise the sources once, then pack and order them per phase (sequence length)."""
+    data = cfg.data
+    eos, pad = _special_ids(tokenizer_dir)
+    tok_fp = _tokenizer_fingerprint(tokenizer_dir)
+    tokens: dict[str, list[np.ndarray]] | None = None
+    eval_tokens: list[np.ndarray] | None = None
+    for i, ph in enumerate(phases):
+        base = run.path / "data" / ph["name"]
+        fp = fingerprint(data.model_dump(mode="json"), ph["seq_len"], ph["steps"], ph["global_batch"], i, tok_fp)
+        ph["train_dir"] = str((base / "train").resolve())
+        ph["eval_dir"] = str((base / "eval").resolve()) if data.eval_files else None
+        if (read_meta(base / "train") or {}).get("fingerprint") == fp and (
+            not data.eval_files or (read_meta(base / "eval") or {}).get("fingerprint") == fp
+        ):
+            continue
+        if tokens is None:
+            t0 = time.time()
+            tokens = {}
+            for s in data.sources:
+                docs = read_source(s.files, s.text_key, s.format)
+                tokens[s.name] = tokenize_documents(tokenizer_dir, docs, data.tokenize_batch_documents)
+            if data.eval_files:
+                eval_docs = read_source(data.eval_files, data.eval_text_key)
+                eval_tokens = tokenize_documents(tokenizer_dir, eval_docs, data.tokenize_batch_documents)
+            _say(cfg, f"tokenised {sum(len(v) for v in tokens.values())} documents in {time.time() - t0:.1f}s")
+        reset = not data.cross_document_attention
+        packed = [pack_documents(tokens[s.name], ph["seq_len"], eos, pad, reset_positions=reset) for s in data.sources]
+        rows = PackedRows(
+            input_ids=np.concatenate([p.input_ids for p in packed]),
+            labels=np.concatenate([p.labels for p in packed]),
+            position_ids=np.concatenate([p.position_ids for p in packed]),
+            lengths=np.concatenate([p.lengths for p in packed]),
+        )
+        total = ph["steps"] * ph["global_batch"]
+        order, drawn = build_order([p.num_rows for p in packed], [s.weight for s in data.sources], total, seed=data.seed + 1000 * i)
+        sources = {
+            s.name: {
+                "documents": len(tokens[s.name]), "tokens": int(p.lengths.sum()), "rows": p.num_rows,
+                "weight": s.weight, "drawn_rows": d, "epochs": round(d / p.num_rows, 3),
+            }
+            for s, p, d in zip(data.sources, packed, drawn)
+        }  # fmt: skip
+        save_rows(base / "train", rows, {"fingerprint": fp, "phase": ph["name"], "sources": sources}, order=order)
+        for name, s in sources.items():
+            _say(cfg, f"phase {ph['name']}: source {name}: {s['documents']} docs, {s['tokens']} tokens, {s['rows']} rows of {ph['seq_len']}, drawn {s['drawn_rows']} ({s['epochs']} epochs)")
+        if data.eval_files:
+            ev = pack_documents(eval_tokens, ph["seq_len"], eos, pad, reset_positions=reset)
+            save_rows(base / "eval", ev, {"fingerprint": fp, "phase": ph["name"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# SFT data
+
+
+def _chat_rows(cfg: SFTConfig, tokenizer_dir: str, files: list[str], pad: int, label: str) -> tuple[PackedRows, dict]:
+    convs = [c for f in files for c in read_conversations(f, cfg.data.messages_key)]
+    tokenized = tokenize_conversations(tokenizer_dir, convs)
+    samples, stats = build_samples(tokenized, cfg.data.max_length, cfg.data.overlong)
+    if not samples:
+        raise ValueError(f"{label} files {files}: no conversation fits data.max_length {cfg.data.max_length} ({stats.as_dict()})")
+    rows, _ = pack_samples(samples, cfg.data.max_length, pad, packing=cfg.data.packing)
+    return rows, stats.as_dict()
+
+
+def prepare_sft_data(cfg: SFTConfig, run: RunDir, tokenizer_dir: str) -> dict:
+    """Tokenise, apply the over-length policy, pack; returns the single phase of the plan."""
+    data, tr = cfg.data, cfg.trainer
+    _, pad = _special_ids(tokenizer_dir)
+    base = run.path / "data" / "sft"
+    fp = fingerprint(data.model_dump(mode="json"), tr.global_batch_size, tr.epochs, tr.max_steps, _tokenizer_fingerprint(tokenizer_dir))
+    meta = read_meta(base / "train")
+    if meta is None or meta.get("fingerprint") != fp or (data.eval_files and (read_meta(base / "eval") or {}).get("fingerprint") != fp):
+        rows, stats = _chat_rows(cfg, tokenizer_dir, data.train_files, pad, "data.train_files")
+        B = tr.global_batch_size
+        steps = max(1, math.ceil(tr.epochs * rows.num_rows / B))
+        if tr.max_steps is not None:
+            steps = min(steps, tr.max_steps)
+        order, _ = build_order([rows.num_rows], [1.0], steps * B, seed=data.seed)
+        meta = {"fingerprint": fp, "steps": steps, "conversations": stats}
+        save_rows(base / "train", rows, meta, order=order)
+        meta = read_meta(base / "train")
+        if data.eval_files:
+            ev, ev_stats = _chat_rows(cfg, tokenizer_dir, data.eval_files, pad, "data.eval_files")
+            save_rows(base / "eval", ev, {"fingerprint": fp, "conversations": ev_stats})
+    st = meta["conversations"]
+    _say(
+        cfg,
+        f"sft data: {st['conversations']} conversations -> {meta['rows']} rows of {meta['seq_len']} tokens "
+        f"({meta['padding_tokens']} padding), {meta['loss_tokens']} trained tokens; over {data.max_length} tokens: "
+        f"{st['truncated']} truncated, {st['dropped_overlong']} dropped, {st['dropped_no_target']} dropped with no assistant token left",
+    )
+    return {
+        "name": "sft", "steps": meta["steps"], "seq_len": data.max_length, "global_batch": tr.global_batch_size,
+        "rope_theta": None, "max_position_embeddings": None, "schedule": _schedule(cfg, None, None),
+        "train_dir": str((base / "train").resolve()), "eval_dir": str((base / "eval").resolve()) if data.eval_files else None,
+        "epoch_rows": meta["rows"], "data_stats": st,
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# training and export
+
+
+def _plan(cfg, stage: str, phases: list[dict], init_model: str, tokenizer_dir: str, resume_from: str | None) -> dict:
+    return {
+        "stage": stage,
+        "phases": phases,
+        "init_model": init_model,
+        "tokenizer_dir": tokenizer_dir,
+        "resume_from": resume_from,
+        "trainer": cfg.trainer.model_dump(mode="json"),
+        "optimizer": cfg.optimizer.model_dump(mode="json"),
+        "model": {"attn_implementation": cfg.model.attn_implementation, "gradient_checkpointing": cfg.model.gradient_checkpointing},
+        "checkpoint_every": cfg.checkpoint.every_n_steps,
+        "log_every": cfg.logging.log_every_n_steps,
+        "seed": cfg.seed,
+        "epoch_rows": phases[0].get("epoch_rows") if stage == "sft" else None,
+    }
+
+
+def fit(cfg, run: RunDir, plan: dict) -> Any:
+    """Run the TorchTrainer; returns Ray's Result."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pretrain.callbacks import RunFolderCallback
+    from pretrain.worker import train_loop_per_worker
+
+    t = cfg.trainer
+    resources = {"CPU": t.cpus_per_worker}
+    if t.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=plan,
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources,
+            placement_strategy=cfg.ray.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name="checkpoints",
+            storage_path=str(run.path.resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep_last),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            callbacks=[
+                RunFolderCallback(
+                    str(run.path.resolve()), plan["stage"], tensorboard=cfg.logging.tensorboard,
+                    console=cfg.logging.console, ray_metrics=cfg.logging.ray_metrics, run_name=run.path.name,
+                )
+            ],
+        ),
+    )  # fmt: skip
+    return trainer.fit()
+
+
+def _is_trainer_file(name: str) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatch(name, pat) for pat in TRAINER_ONLY)
+
+
+def export_final(checkpoint_dir: Path, final: Path) -> Path:
+    """Copy the HF part of a checkpoint (model, tokenizer, chat template, generation config)
+    to `final/`, atomically."""
+    if not (checkpoint_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint_dir}: checkpoint has no HF model (config.json)")
+    tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=final.parent))
+    try:
+        for item in checkpoint_dir.iterdir():
+            if _is_trainer_file(item.name):
+                continue
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _finish(cfg, run: RunDir, result, steps: int) -> StageResult:
+    final = None
+    if cfg.checkpoint.save_final and result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            state = json.loads((Path(d) / "trainer_state.json").read_text())
+            if state["step"] != steps:
+                raise RuntimeError(f"training ended at step {state['step']}, expected {steps}; final/ not written")
+            final = export_final(Path(d), run.final)
+        _say(cfg, f"final model ({steps} steps) -> {final}")
+    return StageResult(run_dir=run.path, final=final, steps=steps, metrics=dict(result.metrics or {}))
+
+
+def run_pretrain(cfg: PretrainConfig) -> StageResult:
+    from qwen25_rl.ray_utils import init_ray
+
+    run, resume_from = open_run(cfg, "pretrain")
+    _say(cfg, f"pretrain run folder: {run.path}")
+    ensure_synthetic(cfg.data.synthetic, cfg)
+    tokenizer_dir = pretrain_tokenizer(cfg, run)
+    init_model = initial_model(cfg, run, tokenizer_dir)
+    phases = plan_pretrain_phases(cfg, _read_model_config(init_model))
+    init_ray(cfg.ray)
+    prepare_pretrain_data(cfg, run, tokenizer_dir, phases)
+    result = fit(cfg, run, _plan(cfg, "pretrain", phases, init_model, tokenizer_dir, resume_from))
+    return _finish(cfg, run, result, cfg.total_steps)
+
+
+def run_sft(cfg: SFTConfig) -> StageResult:
+    from qwen25_rl.ray_utils import init_ray
+
+    run, resume_from = open_run(cfg, "sft")
+    _say(cfg, f"sft run folder: {run.path}")
+    ensure_synthetic(cfg.data.synthetic, cfg)
+    init_model = initial_model(cfg, run, "")
+    tokenizer_dir = _abs(cfg.tokenizer.path or cfg.model.path)
+    max_pos = _read_model_config(init_model).get("max_position_embeddings")
+    if max_pos and cfg.data.max_length > max_pos:
+        raise ValueError(f"data.max_length {cfg.data.max_length} exceeds the model's max_position_embeddings {max_pos} ({init_model})")
+    init_ray(cfg.ray)
+    phase = prepare_sft_data(cfg, run, tokenizer_dir)
+    result = fit(cfg, run, _plan(cfg, "sft", [phase], init_model, tokenizer_dir, resume_from))
+    return _finish(cfg, run, result, phase["steps"])

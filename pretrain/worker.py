@@ -1,0 +1,315 @@
+"""The Ray Train worker loop shared by pretraining and SFT.
+
+`train_loop_per_worker(plan)` runs on every worker of a `TorchTrainer`. The plan (a plain
+dict made by `pretrain.driver`) lists the phases to train, each with its prepared data
+folder, step count, batch size, lr schedule and RoPE settings. The loop:
+
+1. resumes from `ray.train.get_checkpoint()` when Ray hands one over (worker restart after a
+   failure, or a rerun of the same run folder), else loads the initial model;
+2. for every optimizer step takes its rows from the phase's fixed data order (so the order
+   after a resume is the order an uninterrupted run would have had), runs the micro-batches,
+   scales the loss by the step's global token count, and steps the optimizer;
+3. reports metrics (loss, lr, grad norm, tokens/s, TFLOP/s, MFU where the peak is known)
+   and, every `checkpoint_every` steps and at every phase end, a checkpoint through
+   `ray.train.report`: HF model + tokenizer (rank 0), engine optimizer state, per-rank RNG
+   state and `trainer_state.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pretrain.data_order import step_rows
+from pretrain.engines import ENGINES
+from pretrain.flops import device_peak_tflops, train_flops_per_token
+from pretrain.packing import IGNORE
+from pretrain.prepare import RowStore, batch_fingerprint
+from pretrain.schedule import PhaseSchedule
+
+STATE_FILE = "trainer_state.json"
+
+
+def set_rope(model: torch.nn.Module, rope_theta: float | None, max_position_embeddings: int | None) -> None:
+    """Set the RoPE base and context length in the model config and rebuild the rotary
+    embedding(s) from it (their inverse frequencies are buffers computed at construction)."""
+    cfg = model.config
+    changed = False
+    if rope_theta is not None and float(cfg.rope_parameters.get("rope_theta")) != float(rope_theta):
+        cfg.rope_parameters = {**cfg.rope_parameters, "rope_theta": float(rope_theta)}
+        changed = True
+    if max_position_embeddings is not None and cfg.max_position_embeddings != max_position_embeddings:
+        cfg.max_position_embeddings = int(max_position_embeddings)
+        changed = True
+    if not changed:
+        return
+    for name, mod in list(model.named_modules()):
+        if name.endswith("rotary_emb"):
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            fresh = type(mod)(cfg).to(next(model.parameters()).device)
+            setattr(parent, name.rsplit(".", 1)[-1], fresh)
+
+
+@contextlib.contextmanager
+def hidden_states_output(module: torch.nn.Module):
+    """Within the block the model's forward returns last hidden states as `.logits` (the
+    output projection is skipped) so the loss can apply it in chunks."""
+    head = module.lm_head
+    module.lm_head = torch.nn.Identity()
+    try:
+        yield head
+    finally:
+        module.lm_head = head
+
+
+def phase_schedule(p: dict) -> PhaseSchedule:
+    s = p["schedule"]
+    return PhaseSchedule(steps=p["steps"], peak_lr=s["peak_lr"], warmup_steps=s["warmup_steps"], decay=s["decay"], min_lr_ratio=s["min_lr_ratio"])
+
+
+def locate(phases: list[dict], global_step: int) -> tuple[int, int]:
+    """(phase index, step within phase) of the 0-based global step; (len, 0) when done."""
+    at = global_step
+    for i, p in enumerate(phases):
+        if at < p["steps"]:
+            return i, at
+        at -= p["steps"]
+    return len(phases), 0
+
+
+class LossFn:
+    """Per micro-batch: (loss to backpropagate, summed token NLL / step tokens)."""
+
+    def __init__(self, chunk_size: int | None):
+        from qwen25_rl.algorithms import lm_loss, lm_loss_from_hidden
+
+        self.chunk_size = chunk_size
+        self._lm_loss = lm_loss
+        self._lm_loss_from_hidden = lm_loss_from_hidden
+
+    def __call__(self, forward, module, batch: dict, num_tokens: float) -> torch.Tensor:
+        inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+        if self.chunk_size is None:
+            logits = forward(**inputs).logits
+            return self._lm_loss(logits, batch["labels"], ignore_index=IGNORE, num_tokens=num_tokens)
+        with hidden_states_output(module) as head:
+            hidden = forward(**inputs).logits
+        return self._lm_loss_from_hidden(
+            hidden, head.weight, batch["labels"], bias=head.bias, ignore_index=IGNORE,
+            num_tokens=num_tokens, chunk_size=self.chunk_size,
+        )  # fmt: skip
+
+
+def _all_reduce_sum(values: list[float], device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def evaluate(engine, loss_fn: LossFn, store: RowStore, rank: int, world: int, micro_batch: int, max_batches: int | None, device) -> float:
+    """Token-mean NLL over the eval rows (sharded by rank). Every rank runs the same number
+    of forward passes (short ranks repeat a row with no labels) so collectives stay aligned."""
+    rows = np.arange(store.num_rows)
+    if max_batches is not None:
+        rows = rows[: max_batches * micro_batch * world]
+    per_rank = -(-rows.size // world)
+    mine = rows[rank::world]
+    total = count = 0.0
+    engine.train(False)
+    with torch.no_grad():
+        for start in range(0, per_rank, micro_batch):
+            idx = mine[start : start + micro_batch]
+            pad = min(micro_batch, per_rank - start) - idx.size
+            if idx.size == 0 and pad == 0:
+                break
+            batch = store.batch(np.concatenate([idx, np.zeros(pad, dtype=np.int64)]) if pad > 0 else idx, device)
+            if pad > 0:
+                batch["labels"][idx.size :] = IGNORE
+            n = float((batch["labels"] != IGNORE).sum())
+            total += float(loss_fn(engine.eval_forward, engine.module, batch, 1.0))
+            count += n
+    engine.train(True)
+    total, count = _all_reduce_sum([total, count], device)
+    return total / count if count else float("nan")
+
+
+def _rng_state() -> dict:
+    import random
+
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_loop_per_worker(plan: dict[str, Any]) -> None:
+    import ray.train
+
+    from qwen25_rl.models import load_model, load_tokenizer
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    trainer = plan["trainer"]
+    torch.set_num_threads(trainer["torch_threads"] or trainer["cpus_per_worker"])
+    if trainer["use_gpu"]:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    else:
+        device = torch.device("cpu")
+    precision = trainer["precision"]
+    bf16 = precision == "bf16" or (precision == "auto" and trainer["use_gpu"])
+    phases = plan["phases"]
+
+    # ---- resume or start
+    state: dict[str, Any] | None = None
+    # Ray's checkpoint (restart, or a rerun of the same run folder) wins over an explicit
+    # `checkpoint.resume` folder, which only seeds a fresh run.
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None and plan.get("resume_from"):
+        ckpt = ray.train.Checkpoint.from_directory(plan["resume_from"])
+    ckpt_ctx = ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(None)
+    with ckpt_ctx as ckpt_dir:
+        ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
+        if ckpt_dir is not None:
+            state = json.loads((ckpt_dir / STATE_FILE).read_text())
+            if state["stage"] != plan["stage"]:
+                raise ValueError(f"checkpoint {ckpt_dir} is from stage {state['stage']!r}, this run is {plan['stage']!r}")
+            if trainer["strategy"] == "deepspeed" and trainer["zero_stage"] > 0 and state["world_size"] != world:
+                raise ValueError(
+                    f"checkpoint {ckpt_dir} holds ZeRO optimizer partitions for {state['world_size']} workers; "
+                    f"resume with trainer.num_workers={state['world_size']} (this run has {world})"
+                )
+        model = load_model(
+            ckpt_dir if ckpt_dir is not None else plan["init_model"],
+            dtype="float32", attn_implementation=plan["model"]["attn_implementation"], device=str(device),
+        )  # fmt: skip
+        if plan["model"]["gradient_checkpointing"]:
+            model.gradient_checkpointing_enable()
+        global_step = state["step"] if state else 0
+        phase_idx, _ = locate(phases, global_step)
+        start_phase = phases[min(phase_idx, len(phases) - 1)]
+        set_rope(model, start_phase["rope_theta"], start_phase["max_position_embeddings"])
+        ga = start_phase["global_batch"] // (trainer["micro_batch_size"] * world)
+        engine = ENGINES[trainer["strategy"]](
+            model, opt=plan["optimizer"], trainer=trainer, grad_accumulation=ga, bf16=bf16, world_size=world
+        )
+        if ckpt_dir is not None:
+            engine.load(ckpt_dir)
+            rng_file = ckpt_dir / f"rng_rank{rank}.pt"
+            if rng_file.is_file():
+                _set_rng_state(torch.load(rng_file, weights_only=False))
+        else:
+            torch.manual_seed(plan["seed"] + rank)
+    module = engine.module
+    tokenizer = load_tokenizer(plan["tokenizer_dir"]) if rank == 0 else None
+    loss_fn = LossFn(trainer["loss_chunk_size"])
+    engine.train(True)
+    peak = trainer["peak_tflops"] or device_peak_tflops(
+        torch.cuda.get_device_name(device) if device.type == "cuda" else None, "bf16" if bf16 else "fp32"
+    )
+
+    def save_checkpoint(metrics: dict, phase: dict, phase_step: int) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=f"qwen25_rl_ckpt_{global_step}_r{rank}_"))
+        engine.save(tmp, rank)
+        export = engine.export_state_dict()  # collective under ZeRO-3
+        if rank == 0:
+            module.save_pretrained(tmp, state_dict=export, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            trainer_state = {
+                "stage": plan["stage"], "step": global_step, "phase": phase["name"], "phase_step": phase_step,
+                "world_size": world, "strategy": trainer["strategy"], "zero_stage": trainer["zero_stage"],
+                "time": time.time(),
+            }  # fmt: skip
+            (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
+        torch.save(_rng_state(), tmp / f"rng_rank{rank}.pt")
+        ray.train.report(
+            metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
+            checkpoint_dir_name=f"step_{global_step}", delete_local_checkpoint_after_upload=True,
+        )  # fmt: skip
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- train
+    mb = trainer["micro_batch_size"]
+    every = plan["checkpoint_every"]
+    log_every = plan["log_every"]
+    eval_every = trainer["eval_every_n_steps"]
+    for pi in range(phase_idx, len(phases)):
+        phase = phases[pi]
+        first_step = global_step - sum(p["steps"] for p in phases[:pi])
+        set_rope(module, phase["rope_theta"], phase["max_position_embeddings"])
+        B = phase["global_batch"]
+        ga = B // (mb * world)
+        engine.set_grad_accumulation(ga)
+        store = RowStore(phase["train_dir"])
+        eval_store = RowStore(phase["eval_dir"]) if phase.get("eval_dir") else None
+        schedule = phase_schedule(phase)
+        flops_per_token = train_flops_per_token(module.config, store.seq_len)
+        if eval_store is not None and first_step == 0:
+            loss0 = evaluate(engine, loss_fn, eval_store, rank, world, mb, trainer["eval_max_batches"], device)
+            ray.train.report({"step": global_step, "phase": phase["name"], "eval_loss": loss0})
+        for s in range(first_step, phase["steps"]):
+            t0 = time.perf_counter()
+            all_rows = step_rows(store.order, s, B)
+            # The step's trained-token count over all ranks, read from the data (every rank
+            # computes the same number; no communication needed).
+            num_tokens = float((store.arrays["labels"][all_rows] != IGNORE).sum())
+            mine = step_rows(store.order, s, B, rank, world)
+            lr = schedule.lr(s)
+            loss_acc = 0.0
+            grad_norm = None
+            for m in range(ga):
+                batch = store.batch(mine[m * mb : (m + 1) * mb], device)
+                last = m == ga - 1
+                with engine.micro_batch(last):
+                    loss = loss_fn(engine.forward, module, batch, num_tokens)
+                    engine.backward(loss * world)
+                loss_acc += float(loss.detach())
+                grad_norm = engine.after_micro_batch(last, lr)
+            global_step += 1
+            (loss_sum,) = _all_reduce_sum([loss_acc], device)
+            dt = time.perf_counter() - t0
+            tokens = int(store.lengths[all_rows].sum())
+            metrics: dict[str, Any] = {
+                "step": global_step, "phase": phase["name"], "loss": loss_sum, "lr": lr,
+                "grad_norm": grad_norm, "tokens": tokens, "loss_tokens": int(num_tokens),
+                "step_time_s": dt, "tokens_per_s": tokens / dt,
+                "tflops": tokens * flops_per_token / dt / 1e12,
+            }  # fmt: skip
+            if peak:
+                metrics["mfu"] = metrics["tflops"] / (peak * world)
+            if rank == 0:
+                metrics["batch_hash"] = batch_fingerprint(store.numpy_batch(all_rows)["input_ids"])
+            if plan.get("epoch_rows"):
+                metrics["epoch"] = (s + 1) * B / plan["epoch_rows"]
+            last_of_phase = s == phase["steps"] - 1
+            if eval_store is not None and ((eval_every and global_step % eval_every == 0) or last_of_phase):
+                metrics["eval_loss"] = evaluate(engine, loss_fn, eval_store, rank, world, mb, trainer["eval_max_batches"], device)
+            if not math.isfinite(loss_sum):
+                raise FloatingPointError(f"loss is {loss_sum} at step {global_step} (phase {phase['name']})")
+            if (every and global_step % every == 0) or last_of_phase:
+                save_checkpoint(metrics, phase, s + 1)
+            elif global_step % log_every == 0 or "eval_loss" in metrics:
+                ray.train.report(metrics)

@@ -1,0 +1,69 @@
+"""`qwen25-rl pretrain`, `qwen25-rl sft` and `qwen25-rl synth-data`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pretrain.config  # noqa: F401  (registers the `pretrain` and `sft` stage configs for `config show`)
+from qwen25_rl.cli import arg, cli_command
+
+_CONFIG_ARGS = [
+    arg("--config", required=True, help="stage YAML file"),
+    arg("overrides", nargs="*", help="key.sub=value overrides"),
+]
+
+
+@cli_command(
+    "pretrain",
+    help="Pretrain (multi-phase, optional tokenizer training) with Ray Train + DeepSpeed/DDP; writes final/ in HF format.",
+    arguments=_CONFIG_ARGS,
+)
+def pretrain(args: argparse.Namespace) -> int:
+    from pretrain.config import PretrainConfig
+    from pretrain.driver import run_pretrain
+    from qwen25_rl.config import load_config
+
+    result = run_pretrain(load_config(args.config, args.overrides, schema=PretrainConfig))
+    print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final) if result.final else None, "steps": result.steps}))
+    return 0
+
+
+@cli_command(
+    "sft",
+    help="Supervised fine-tuning on ChatML conversations (loss on assistant tokens only) with Ray Train.",
+    arguments=_CONFIG_ARGS,
+)
+def sft(args: argparse.Namespace) -> int:
+    from pretrain.config import SFTConfig
+    from pretrain.driver import run_sft
+    from qwen25_rl.config import load_config
+
+    result = run_sft(load_config(args.config, args.overrides, schema=SFTConfig))
+    print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final) if result.final else None, "steps": result.steps}))
+    return 0
+
+
+@cli_command(
+    "synth-data",
+    help="Write the synthetic task data (arithmetic in GSM8K format, Python tasks in MBPP format, pretraining and chat files).",
+    arguments=[
+        arg("--out", required=True, help="output folder"),
+        arg("--seed", type=int, default=0),
+        arg("--arithmetic-train", type=int, default=2000),
+        arg("--arithmetic-heldout", type=int, default=200),
+        arg("--code-train", type=int, default=400),
+        arg("--code-heldout", type=int, default=60),
+        arg("--max-operand", type=int, default=20),
+    ],
+)
+def synth_data(args: argparse.Namespace) -> int:
+    from qwen25_rl.data import SyntheticSpec, write_synthetic_dataset
+
+    spec = SyntheticSpec(
+        seed=args.seed, arithmetic_train=args.arithmetic_train, arithmetic_heldout=args.arithmetic_heldout,
+        code_train=args.code_train, code_heldout=args.code_heldout, max_operand=args.max_operand,
+    )  # fmt: skip
+    manifest = write_synthetic_dataset(args.out, spec)
+    print(json.dumps(manifest["rows"]))
+    return 0
