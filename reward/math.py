@@ -25,10 +25,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from reward.math_extract import ExtractedAnswer, find_answer, gold_answer_text
 from reward.math_normalize import (
+    PlainNumber,
     comparison_key,
     normalize_answer,
     numbers_equal,
@@ -42,6 +44,10 @@ DEFAULT_TIMEOUT_S = 3.0
 # Extracted answers longer than this are compared as text only: real answers are short, and
 # math-verify's regexes and sympy get slower with length.
 MAX_ANSWER_CHARS = 1000
+# Distinct gold answers whose parsed forms are kept (here for the fast paths, in each worker
+# for sympy).
+GOLD_CACHE_SIZE = 4096
+MAX_CACHED_GOLD_CHARS = 4096
 
 DecisionPath = Literal["exact", "numeric", "sympy", "none"]
 
@@ -99,6 +105,36 @@ def _verdict(ok: bool) -> MathStatus:
     return MathStatus.CORRECT if ok else MathStatus.WRONG
 
 
+@dataclass(frozen=True)
+class _GoldForms:
+    text: str  # the answer inside the gold label
+    normalized: str
+    key: str  # comparison_key(normalized)
+    var: str | None  # "x" of "x = 5"
+    number: PlainNumber | None  # the value when it is a plain number
+
+
+def _gold_forms(gold: str) -> _GoldForms:
+    """Everything the fast paths need from a gold label, once per distinct gold (golds repeat
+    across the samples of a group). Long labels (whole reference solutions) are not cached,
+    so the cache stays small whatever callers send."""
+    if len(gold) > MAX_CACHED_GOLD_CHARS:
+        return _compute_gold_forms(gold)
+    return _cached_gold_forms(gold)
+
+
+def _compute_gold_forms(gold: str) -> _GoldForms:
+    text = gold_answer_text(gold)
+    if len(text) > MAX_ANSWER_CHARS:
+        return _GoldForms(text, text, comparison_key(text), None, None)
+    normalized = normalize_answer(text)
+    var, rest = split_assignment(normalized)
+    return _GoldForms(text, normalized, comparison_key(normalized), var, parse_plain_number(rest))
+
+
+_cached_gold_forms = lru_cache(maxsize=GOLD_CACHE_SIZE)(_compute_gold_forms)
+
+
 def fast_check(response: str, gold: str, *, fallback_last_number: bool = False) -> MathScore | SymbolicCheck:
     """Steps 1-3 of the pipeline: a final MathScore, or the SymbolicCheck still to be done.
 
@@ -121,29 +157,27 @@ def fast_check(response: str, gold: str, *, fallback_last_number: bool = False) 
             time.perf_counter() - started,
         )
 
-    gold_text = gold_answer_text(gold)
-    if not gold_text.strip():
+    g = _gold_forms(gold)
+    if not g.text.strip():
         return done(MathStatus.ERROR, None, "none", "gold answer is empty")
     found = find_answer(response, fallback_last_number=fallback_last_number)
     if found is None:
         return done(MathStatus.NO_ANSWER, None, "none", "no \\boxed{}, '####', 'answer is' or bare answer found")
-    if len(gold_text) > MAX_ANSWER_CHARS:
+    if len(g.text) > MAX_ANSWER_CHARS:
         return done(MathStatus.ERROR, found, "none", f"gold answer longer than {MAX_ANSWER_CHARS} characters")
     if len(found.text) > MAX_ANSWER_CHARS:
-        same = comparison_key(found.text) == comparison_key(gold_text)
+        same = comparison_key(found.text) == comparison_key(g.text)
         detail = "" if same else f"answer longer than {MAX_ANSWER_CHARS} characters: compared as text only"
         return done(_verdict(same), found, "exact", detail)
 
     pred_norm = normalize_answer(found.text)
-    gold_norm = normalize_answer(gold_text)
     if not pred_norm:
         return done(MathStatus.NO_ANSWER, found, "none", "extracted answer is empty after normalisation")
-    if comparison_key(pred_norm) == comparison_key(gold_norm):
+    if comparison_key(pred_norm) == g.key:
         return done(MathStatus.CORRECT, found, "exact")
 
     pred_var, pred_rest = split_assignment(pred_norm)
-    gold_var, gold_rest = split_assignment(gold_norm)
-    gold_num = parse_plain_number(gold_rest)
+    gold_var, gold_num, gold_norm = g.var, g.number, g.normalized
     pred_num = parse_plain_number(pred_rest) if gold_num is not None else None
     if gold_num is not None and pred_num is not None:
         # "x = 5" answers "5" and "5" answers "x = 5", but "y = 5" does not answer "x = 5".

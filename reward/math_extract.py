@@ -31,6 +31,7 @@ _ANSWER_ANCHOR = re.compile(r"(?i)\banswer\b[ \t*]*(?:is\b|:|=)[ \t*:]*")
 # A number as people write it: sign, thousands separators, decimals, a plain a/b fraction.
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|-?\.\d+")
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
+_CLAUSE_AFTER_COMMA = re.compile(r",\s+(?!(?:and|or)\b)[A-Za-z]{2,}")
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox|textit|operatorname)\{[^{}]*\}")
 _MATH_OPENERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
@@ -121,7 +122,10 @@ def _answer_is(text: str) -> str | None:
             if end != -1:
                 return rest[len(open_) : end].strip() or None
     m = _SENTENCE_END.search(rest)
-    answer = (rest[: m.start()] if m else rest).strip().rstrip(".").strip()
+    answer = rest[: m.start()] if m else rest
+    # "the answer is 5, because ..." (but not "1, 2, and 3" or "x = 2, y = 3")
+    m = _CLAUSE_AFTER_COMMA.search(answer)
+    answer = (answer[: m.start()] if m else answer).strip().rstrip(".").strip()
     return _strip_math_delimiters(answer) or None
 
 

@@ -20,9 +20,9 @@ from math_verify import verify as mv_verify
 from sympy import FiniteSet, Union
 from sympy.core.relational import Relational
 
+from reward.math import GOLD_CACHE_SIZE
 from reward.math_normalize import e_notation_to_latex, mixed_numbers_to_fractions
 
-GOLD_CACHE_SIZE = 4096
 
 
 class _DropTimeoutDisabledWarning(logging.Filter):

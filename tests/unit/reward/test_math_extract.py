@@ -56,7 +56,9 @@ def test_box_outranks_hash_and_answer_is():
         ("Final Answer: The final answer is $\\frac{2}{3}$. I hope it is correct.", "\\frac{2}{3}"),
         ("**Answer:** 3.5", "3.5"),
         ("answer = 12\nextra text", "12"),
-        ("The answer is x = 5, as shown.", "x = 5, as shown"),
+        ("The answer is x = 5, as shown above.", "x = 5"),
+        ("The answer is 1, 2, and 3.", "1, 2, and 3"),
+        ("The answer is x = 2, y = 3.", "x = 2, y = 3"),
     ],
 )
 def test_answer_is_phrases(response, expected):

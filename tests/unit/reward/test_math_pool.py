@@ -25,7 +25,7 @@ def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as f:
             return any(line.startswith("State:") and "Z" in line for line in f)  # zombie = exited
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reading a vanishing process raises ESRCH
         return True
 
 
