@@ -239,8 +239,20 @@ class MathVerifierPool:
     def _run_symbolic(self, pending: collections.deque, results: list) -> None:
         while len(self._workers) < min(self.num_workers, len(pending)):
             self._start_worker()
-        idle = list(self._workers)
         busy: dict[Connection, tuple[_Worker, int, SymbolicCheck, float]] = {}
+        try:
+            self._dispatch(pending, results, busy)
+        except BaseException:
+            # Interrupted (Ctrl-C, a failed replacement): a busy worker would later answer a
+            # request of the *next* batch with this batch's result. Kill those workers.
+            for worker, *_ in busy.values():
+                worker.kill()
+                worker.close()
+                self._workers.remove(worker)
+            raise
+
+    def _dispatch(self, pending: collections.deque, results: list, busy: dict) -> None:
+        idle = list(self._workers)
         soft_s = None if self.soft_deadline_fraction is None else self.timeout_s * self.soft_deadline_fraction
         while pending or busy:
             while pending and idle:

@@ -69,8 +69,15 @@ def soft_deadline(seconds: float | None) -> Iterator[bool]:
     try:
         yield True
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        # The alarm can fire during this cleanup itself; retry so the caller's handler is
+        # always restored (the work finished, so that late alarm is dropped).
+        for _ in range(3):
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+                break
+            except DeadlineExceeded:
+                continue
 
 
 def prepare_for_sympy(normalized: str) -> str:

@@ -74,6 +74,30 @@ def _run_worker(sock: socket.socket, memory_mb: int) -> None:
         conn.close()
 
 
+# One comparison of each common kind: math-verify compiles its regexes, the LaTeX parser builds
+# its tables and sympy fills its caches on first use (~1 s in all). Done here once, every
+# forked worker starts warm, and a replacement's first comparison is not what times out.
+_WARM_UP = [
+    ("2\\sqrt{2}", "\\sqrt{8}"),
+    ("\\frac{\\pi}{6}", "30"),
+    ("(1, 3]", "1 < x \\le 3"),
+    ("\\{1, 2\\}", "2, 1"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"),
+    ("y = 2x + 3", "y = 3 + 2x"),
+    ("\\text{(C)}", "C"),
+]
+
+
+def _warm_up() -> None:
+    from reward.math_sympy import sympy_equal
+
+    for gold, pred in _WARM_UP:
+        sympy_equal(pred, gold)
+    from reward.math_sympy import parse_gold
+
+    parse_gold.cache_clear()  # warm code paths, not a cache of golds nobody asked for
+
+
 def main(ctrl_fd: int, memory_mb: int) -> None:
     # Ctrl-C reaches the whole foreground process group; the pool decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -84,9 +108,7 @@ def main(ctrl_fd: int, memory_mb: int) -> None:
     if os.getppid() != parent:  # the pool died before prctl took effect
         return
     ctrl = socket.socket(fileno=ctrl_fd)
-    import reward.math  # noqa: F401
-    import reward.math_sympy  # noqa: F401  (sympy + math-verify: the point of the zygote)
-
+    _warm_up()
     ctrl.sendall(b"R")
     while True:
         request = ctrl.recv(1)

@@ -111,6 +111,29 @@ def test_worker_killed_while_idle_is_replaced_on_next_use():
         assert p.score("\\boxed{\\sqrt{18}}", "3\\sqrt{2}").correct
 
 
+def test_interrupted_batch_does_not_leak_its_results_into_the_next(monkeypatch):
+    import reward.math_pool as math_pool
+
+    with MathVerifierPool(num_workers=1, timeout_s=5.0) as p:
+        assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
+        busy_worker = p.process_ids()[1]
+
+        class Interrupted(BaseException):  # stands in for KeyboardInterrupt (pytest reserves that)
+            pass
+
+        def interrupted(*args, **kwargs):
+            time.sleep(0.2)  # the worker has the request and will answer it
+            raise Interrupted
+
+        monkeypatch.setattr(math_pool.multiprocessing.connection, "wait", interrupted)
+        with pytest.raises(Interrupted):
+            p.score("\\boxed{\\sqrt{2}}", "\\frac{2}{\\sqrt{2}}")  # would come back "correct"
+        monkeypatch.undo()
+        assert _wait_gone([busy_worker]) == []
+        # a fresh worker answers this batch, not the stale "correct" of the interrupted one
+        assert p.score("\\boxed{\\sqrt{3}}", "\\frac{2}{\\sqrt{2}}").status is MathStatus.WRONG
+
+
 def test_close_leaves_no_process_behind():
     p = MathVerifierPool(num_workers=2, timeout_s=1.0)
     p.score_batch([SLOW[0], "\\boxed{\\sqrt{8}}"], [SLOW[1], "2\\sqrt2"])
