@@ -100,8 +100,9 @@ def token_log_probs_and_entropy_from_hidden(
 
 
 # ----------------------------------------------------------------------------------------------
-# Shared chunk math. `s` is a float32 (or wider) [n, V] buffer of scaled logits that the
-# functions may overwrite: reusing buffers avoids re-faulting hundreds of MB per chunk.
+# Shared chunk math. `s` is a float32 (or wider) [n, V] scratch buffer of scaled logits that the
+# functions overwrite: one reused buffer instead of fresh [n, V] temporaries, because on CPU each
+# fresh multi-hundred-MB tensor costs page faults plus a full memory pass.
 
 
 def _check_inputs(labels: Tensor, lead_shape: torch.Size, vocab: int, temperature: float, chunk_size: int) -> None:
@@ -129,18 +130,24 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _chunk_forward(s: Tensor, labels: Tensor, with_entropy: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(lse, log p_y, H) for scaled logits `s` [n, V]; `s` is left unchanged."""
-    lse = torch.logsumexp(s, dim=-1)
-    log_p = s.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - lse
-    entropy = None
+    """(lse, log p_y, H) for scaled logits `s` [n, V]; `s` is overwritten."""
+    s_y = s.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    row_max = s.amax(dim=-1, keepdim=True)
     if with_entropy:
-        # sum_j p_j s_j, computed as sum_j exp(s_j - lse) s_j without a second [n, V] buffer
-        weighted = torch.empty_like(s)
-        torch.sub(s, lse.unsqueeze(-1), out=weighted)
-        weighted.exp_().mul_(s)
-        entropy = lse - weighted.sum(dim=-1)
-        del weighted
-    return lse, log_p, entropy
+        # H = lse - sum_j p_j s_j = log S - sum_j e_j (s_j - m) / S, with e_j = exp(s_j - m), S = sum e_j
+        shifted = s.sub_(row_max)
+        e = torch.exp(shifted)  # the one extra [n, V] temporary of the entropy path
+        total = e.sum(dim=-1)
+        e_dot_shifted = (e.mul_(shifted)).sum(dim=-1)
+        del e
+        log_total = total.log()
+        lse = row_max.squeeze(-1) + log_total
+        entropy = log_total - e_dot_shifted / total
+    else:
+        total = s.sub_(row_max).exp_().sum(dim=-1)
+        lse = row_max.squeeze(-1) + total.log()
+        entropy = None
+    return lse, s_y - lse, entropy
 
 
 def _chunk_grad_scaled_logits(
@@ -150,19 +157,19 @@ def _chunk_grad_scaled_logits(
     entropy: Tensor | None,
     grad_log_p: Tensor | None,
     grad_entropy: Tensor | None,
-    p_buffer: Tensor,
 ) -> Tensor:
-    """d loss / d s for one chunk, written into `s` (which is consumed). `p_buffer` is scratch."""
-    n = s.shape[0]
-    log_p_all = s.sub_(lse.unsqueeze(-1))  # log p_j, in place
-    p = torch.exp(log_p_all, out=p_buffer[:n])
+    """d loss / d s for one chunk, computed in place in `s` (the recomputed scaled logits)."""
     g_lp = grad_log_p if grad_log_p is not None else torch.zeros_like(lse)
     if grad_entropy is not None and entropy is not None:
-        # d/ds_j = -g_lp p_j - g_H p_j (log p_j + H)  (+ g_lp at j = y, added below)
-        coef = log_p_all.add_(entropy.unsqueeze(-1)).mul_(-grad_entropy.unsqueeze(-1))
-        grad = coef.sub_(g_lp.unsqueeze(-1)).mul_(p)
+        # d/ds_j = p_j (-g_lp - g_H (log p_j + H))   (+ g_lp at j = y, added below)
+        log_p_all = s.sub_(lse.unsqueeze(-1))
+        p = torch.exp(log_p_all)
+        grad = log_p_all.add_(entropy.unsqueeze(-1)).mul_(-grad_entropy.unsqueeze(-1))
+        grad = grad.sub_(g_lp.unsqueeze(-1)).mul_(p)
+        del p
     else:
-        grad = log_p_all.copy_(p).mul_(-g_lp.unsqueeze(-1))
+        # d/ds_j = -g_lp p_j   (+ g_lp at j = y)
+        grad = s.sub_(lse.unsqueeze(-1)).exp_().mul_(-g_lp.unsqueeze(-1))
     grad.scatter_add_(-1, labels.unsqueeze(-1), g_lp.unsqueeze(-1).to(grad.dtype))
     return grad
 
@@ -182,13 +189,15 @@ class _LogProbsFromLogits(torch.autograd.Function):
         lse = torch.empty(n, dtype=cdtype, device=logits.device)
         log_p = torch.empty(n, dtype=cdtype, device=logits.device)
         entropy = torch.empty(n, dtype=cdtype, device=logits.device) if with_entropy else None
+        buffer = torch.empty((min(chunk_size, n), vocab), dtype=cdtype, device=logits.device)
         for start in range(0, n, chunk_size):
             end = min(start + chunk_size, n)
-            s = flat[start:end].to(cdtype) / temperature  # one chunk-sized copy, never the full tensor
+            s = _scaled_copy(flat[start:end], temperature, buffer)
             c_lse, c_lp, c_h = _chunk_forward(s, flat_labels[start:end], with_entropy)
             lse[start:end], log_p[start:end] = c_lse, c_lp
             if with_entropy:
                 entropy[start:end] = c_h
+        del buffer
         ctx.save_for_backward(logits, flat_labels, lse, entropy if with_entropy else None)
         ctx.temperature, ctx.chunk_size = temperature, chunk_size
         shape = labels.shape
@@ -207,10 +216,13 @@ class _LogProbsFromLogits(torch.autograd.Function):
         g_lp = grad_log_p.reshape(-1).to(lse.dtype) if grad_log_p is not None else None
         g_h = grad_entropy.reshape(-1).to(lse.dtype) if (grad_entropy is not None and entropy is not None) else None
         grad_logits = torch.empty_like(flat)
-        p_buffer = torch.empty((min(ctx.chunk_size, n), vocab), dtype=lse.dtype, device=logits.device)
+        # Same dtype: each chunk's gradient is computed directly in its slice of grad_logits.
+        buffer = None if grad_logits.dtype == lse.dtype else torch.empty(
+            (min(ctx.chunk_size, n), vocab), dtype=lse.dtype, device=logits.device
+        )
         for start in range(0, n, ctx.chunk_size):
             end = min(start + ctx.chunk_size, n)
-            s = flat[start:end].to(lse.dtype) / ctx.temperature
+            s = _scaled_copy(flat[start:end], ctx.temperature, grad_logits[start:end] if buffer is None else buffer)
             grad = _chunk_grad_scaled_logits(
                 s,
                 flat_labels[start:end],
@@ -218,9 +230,11 @@ class _LogProbsFromLogits(torch.autograd.Function):
                 entropy[start:end] if g_h is not None else None,
                 g_lp[start:end] if g_lp is not None else None,
                 g_h[start:end] if g_h is not None else None,
-                p_buffer,
             )
-            grad_logits[start:end] = grad.div_(ctx.temperature)  # ds/dz = 1 / temperature
+            if ctx.temperature != 1.0:
+                grad.div_(ctx.temperature)  # ds/dz = 1 / temperature
+            if buffer is not None:
+                grad_logits[start:end] = grad
         return grad_logits.view_as(logits), None, None, None, None
 
 
@@ -285,13 +299,11 @@ class _LogProbsFromHidden(torch.autograd.Function):
         # Accumulate the projection's gradient in float32 or wider even for bf16 weights.
         grad_weight = torch.zeros(weight.shape, dtype=cdtype, device=weight.device) if need_weight else None
         grad_bias = torch.zeros(vocab, dtype=cdtype, device=weight.device) if need_bias else None
-        rows = min(ctx.chunk_size, n)
-        logits_buffer = torch.empty((rows, vocab), dtype=hidden.dtype, device=hidden.device)
-        p_buffer = torch.empty((rows, vocab), dtype=cdtype, device=hidden.device)
+        logits_buffer = torch.empty((min(ctx.chunk_size, n), vocab), dtype=hidden.dtype, device=hidden.device)
         for start in range(0, n, ctx.chunk_size):
             end = min(start + ctx.chunk_size, n)
             h = flat[start:end]
-            s = _chunk_logits(h, weight, bias, ctx.temperature, logits_buffer, cdtype)
+            s = _chunk_logits(h, weight, bias, ctx.temperature, logits_buffer, cdtype)  # recomputed
             grad_s = _chunk_grad_scaled_logits(
                 s,
                 flat_labels[start:end],
@@ -299,9 +311,10 @@ class _LogProbsFromHidden(torch.autograd.Function):
                 entropy[start:end] if g_h is not None else None,
                 g_lp[start:end] if g_lp is not None else None,
                 g_h[start:end] if g_h is not None else None,
-                p_buffer,
             )
-            grad_z = grad_s.div_(ctx.temperature).to(weight.dtype)  # ds/dz = 1 / temperature
+            if ctx.temperature != 1.0:
+                grad_s.div_(ctx.temperature)  # ds/dz = 1 / temperature
+            grad_z = grad_s.to(weight.dtype)
             if need_hidden:
                 torch.matmul(grad_z, weight, out=grad_hidden[start:end])
             if need_weight:
@@ -317,6 +330,15 @@ class _LogProbsFromHidden(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _scaled_copy(chunk: Tensor, temperature: float, buffer: Tensor) -> Tensor:
+    """chunk / temperature written into (the first rows of) `buffer`, in the buffer's dtype."""
+    out = buffer[: chunk.shape[0]]
+    out.copy_(chunk)
+    if temperature != 1.0:
+        out.div_(temperature)
+    return out
 
 
 def _chunk_logits(

@@ -123,12 +123,17 @@ class _LMLossFromHidden(torch.autograd.Function):
                 if bias is not None:
                     z += bias
                 s = z if z.dtype == cdtype else z.to(cdtype)
-                lse = torch.logsumexp(s, dim=-1)
-                total -= (s.gather(-1, y.unsqueeze(-1)).squeeze(-1) - lse).sum()
+                # log-sum-exp in place in the reused buffer (no fresh [n, V] temporaries)
+                s_y = s.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+                row_max = s.amax(dim=-1, keepdim=True)
+                e = s.sub_(row_max).exp_()
+                row_sum = e.sum(dim=-1, keepdim=True)
+                lse = row_max.squeeze(-1) + row_sum.squeeze(-1).log()
+                total -= (s_y - lse).sum()
                 if not need_grad:
                     continue
                 # d(-log p_y)/dz_j = p_j - 1[j = y], scaled by 1/N here so backward only multiplies
-                grad_z = s.sub_(lse.unsqueeze(-1)).exp_()
+                grad_z = e.div_(row_sum)
                 grad_z.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(lse, -1.0).unsqueeze(-1))
                 grad_z.div_(denom)
                 grad_z = grad_z.to(weight.dtype)
@@ -140,9 +145,10 @@ class _LMLossFromHidden(torch.autograd.Function):
                     grad_bias += grad_z.sum(dim=0).to(cdtype)
             del buffer
         ctx.hidden_shape, ctx.hidden_dtype = hidden.shape, hidden.dtype
-        ctx.save_for_backward(
+        # Intermediate results (not inputs or outputs), so kept on ctx directly.
+        ctx.precomputed = (
             valid_rows,
-            grad_rows if grad_rows is not None else None,
+            grad_rows,
             grad_weight.to(weight.dtype) if grad_weight is not None else None,
             grad_bias.to(bias.dtype) if grad_bias is not None else None,
         )
@@ -150,19 +156,26 @@ class _LMLossFromHidden(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        valid_rows, grad_rows, grad_weight, grad_bias = ctx.saved_tensors
+        valid_rows, grad_rows, grad_weight, grad_bias = ctx.precomputed
+        # The usual upstream gradient is exactly 1 (loss.backward()): hand the precomputed
+        # gradients over without another full pass over the [V, H] weight gradient.
+        unit = bool(grad_output == 1)
+
+        def scaled(grad):
+            return grad if unit else grad * grad_output.to(grad.dtype)
+
         grad_hidden = None
         if grad_rows is not None:
             shape = ctx.hidden_shape
             grad_hidden = torch.zeros(
                 (math.prod(shape[:-1]), shape[-1]), dtype=ctx.hidden_dtype, device=grad_rows.device
             )
-            grad_hidden.index_copy_(0, valid_rows, grad_rows * grad_output.to(grad_rows.dtype))
+            grad_hidden.index_copy_(0, valid_rows, scaled(grad_rows))
             grad_hidden = grad_hidden.view(shape)
         return (
             grad_hidden,
-            grad_weight * grad_output.to(grad_weight.dtype) if grad_weight is not None else None,
-            grad_bias * grad_output.to(grad_bias.dtype) if grad_bias is not None else None,
+            scaled(grad_weight) if grad_weight is not None else None,
+            scaled(grad_bias) if grad_bias is not None else None,
             None,
             None,
             None,
