@@ -223,9 +223,10 @@ def score_math(
 ) -> MathScore:
     """Verify one pair in this process.
 
-    The deadline is soft: it interrupts sympy's Python code from the main thread, but not a
-    long C-level computation (huge integer powers) nor anything off the main thread. Use
-    `MathVerifierPool` (or `verify`) where the input is untrusted and the deadline must hold.
+    The deadline is soft: it interrupts sympy's Python code from the main thread, but not C
+    code that ignores signals (GMP arithmetic when sympy runs on gmpy2, regex backtracking),
+    and it is not armed off the main thread. Use `MathVerifierPool` (or `verify`) where the
+    input is untrusted and the deadline must hold.
     """
     first = fast_check(response, gold, fallback_last_number=fallback_last_number)
     if isinstance(first, MathScore):
@@ -275,6 +276,7 @@ def __getattr__(name: str):
 
         return MathVerifierPool
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

@@ -123,6 +123,10 @@ def _open_pidfd(pid: int) -> int | None:
 
 def _shutdown(state: dict) -> None:
     """Stop workers and the zygote (also run by the finalizer when a pool is dropped)."""
+    if os.getpid() != state["owner_pid"]:
+        # A forked copy of the owner (multiprocessing "fork", Ray): the processes are the
+        # owner's; telling them to stop from here would break the owner's pool.
+        return
     workers: list[_Worker] = state["workers"]
     for w in workers:
         with contextlib.suppress(OSError, ValueError):
@@ -171,7 +175,7 @@ class MathVerifierPool:
         self.counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._closed = False
-        self._state: dict = {"workers": [], "zygote": None}
+        self._state: dict = {"workers": [], "zygote": None, "owner_pid": os.getpid()}
         self._finalizer = weakref.finalize(self, _shutdown, self._state)
 
     # -- workers ---------------------------------------------------------------------------
@@ -221,6 +225,8 @@ class MathVerifierPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("MathVerifierPool is closed")
+            if os.getpid() != self._state["owner_pid"]:
+                raise RuntimeError("MathVerifierPool was created in another process (this one is a fork): create a new pool here")
             results: list[MathScore | None] = [None] * len(responses)
             pending: collections.deque[tuple[int, SymbolicCheck]] = collections.deque()
             for i, (response, gold) in enumerate(zip(responses, golds)):

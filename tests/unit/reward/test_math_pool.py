@@ -196,3 +196,22 @@ def test_bad_settings_are_refused():
         MathVerifierPool(timeout_s=0)
     with pytest.raises(ValueError, match="soft_deadline_fraction"):
         MathVerifierPool(soft_deadline_fraction=1.5)
+
+
+def test_a_forked_child_cannot_use_or_stop_its_parents_workers(pool):
+    assert pool.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
+    before = pool.process_ids()
+    pid = os.fork()
+    if pid == 0:  # child: refuses to use the pool, and its exit must not stop the workers
+        code = 1
+        try:
+            pool.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}")
+        except RuntimeError as exc:
+            code = 0 if "another process" in str(exc) else 2
+        finally:
+            pool._finalizer()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pool.score("\\boxed{\\sqrt{18}}", "3\\sqrt{2}").correct
+    assert pool.process_ids() == before and pool.counts["workers_replaced"] == 0
