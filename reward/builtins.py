@@ -8,12 +8,21 @@ reward is built, so loading the registry stays cheap.
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 from reward import rm_client, shaping  # noqa: F401  (register format, length, reward_model)
 from reward.config import CodeParams, CustomParams, MathParams
-from reward.registry import FunctionOutcome, RewardFunction, RewardSample, ThreadedRewardFunction, register_reward_factory
+from reward.registry import (
+    FunctionOutcome,
+    RewardFunction,
+    RewardOutput,
+    RewardSample,
+    ThreadedRewardFunction,
+    register_reward_factory,
+)
 
 # ---------------------------------------------------------------------------------------------
 # custom
@@ -122,7 +131,46 @@ def build_math(p: MathParams) -> RewardFunction:
 # code
 
 
+class CodeRewardFunction:
+    """reward.code's score_code in the sandbox (sandboxes/), `concurrency` samples at a time.
+
+    The sandbox enforces the time limits of each test run itself (it kills the process tree),
+    so a sample's thread always comes back; the per-sample deadline here only decides when
+    the sample is reported as a timeout. A failing program scores 0 (a verdict); a sandbox
+    that could not run it, or tests that are malformed, are errors (no verdict, the policy
+    decides).
+    """
+
+    def __init__(self, p: CodeParams):
+        from sandboxes import Sandbox
+
+        self.p = p
+        # Created now: a host without the required isolation layers fails at start-up
+        # (IsolationUnavailable names them), not at the first code sample.
+        self.sandbox = Sandbox(p.sandbox.to_sandbox_config())
+        self._runner = ThreadedRewardFunction(self._score_one, "code", p.concurrency)
+
+    def _score_one(self, s: RewardSample) -> Any:
+        from reward.code import score_code
+
+        tests = s.answer
+        if isinstance(tests, str) and tests.lstrip()[:1] in ("[", "{"):
+            tests = json.loads(tests)  # datasets often store the tests as a JSON string
+        sc = score_code(s.response, tests, mode=self.p.mode, timeout_s=self.p.per_test_timeout_s, sandbox=self.sandbox)
+        details = {"status": sc.status, "passed": sc.passed, "total": sc.total, "kind": sc.kind, "exec_status": sc.exec_status}
+        if sc.failed_to_grade:
+            raise RuntimeError(f"sandbox could not grade the program: {sc.error or sc.exec_status}")
+        return RewardOutput(sc.score, details)
+
+    def score_batch(self, samples: list[RewardSample], timeout_s: float) -> list[FunctionOutcome]:
+        return self._runner.score_batch(samples, timeout_s)
+
+    def close(self) -> None:
+        self._runner.close()
+        self.sandbox.close()
+
+
 @register_reward_factory("code", params=CodeParams)
 def build_code(p: CodeParams) -> RewardFunction:
     """Fraction (or all-or-nothing) of the sample's tests the response's code passes in the sandbox."""
-    raise NotImplementedError("code reward: waiting for reward.code")
+    return CodeRewardFunction(p)

@@ -103,17 +103,21 @@ class SandboxParams(_Section):
 
 
 class CodeParams(_Section):
-    """`code`: run the response's code against the sample's tests in the sandbox (reward.code).
+    """`code`: extract the program from the response and run the sample's tests against it in
+    the sandbox (reward.code.score_code).
 
-    `answer` of a sample: a HumanEval problem (dict with test, entry_point, prompt) or a list
-    of stdin/stdout cases `{"input": ..., "output": ...}`. The reward is the fraction of tests
-    passed (`mode: fraction`) or 1/0 for all passed (`mode: all`).
+    `answer` of a sample: a HumanEval problem (prompt, test, entry_point), an MBPP row
+    (test_list, test_setup_code), an APPS dict (inputs, outputs, fn_name), a list of
+    stdin/stdout cases `{"input", "output"}`, a list of assert lines, or any of these as a
+    JSON string. The reward is the fraction of tests passed (`mode: fraction`) or 1/0
+    (`mode: all`). Set the function's `timeout_s` above what the tests need (HumanEval in
+    fraction mode: about per_test_timeout_s x (asserts + 2) + 10 s at worst).
     """
 
     mode: Literal["fraction", "all"] = "fraction"
-    # Wall-clock limit of one test run in the sandbox (a solution that exceeds it fails that test).
+    # Time limit of one test (reward.code's timeout_s): a program that exceeds it fails that test.
     per_test_timeout_s: float = Field(default=5.0, gt=0)
-    # Samples scored at once per reward worker (each test run holds a sandbox slot).
+    # Samples graded at once per reward worker (each holds a sandbox slot while it runs).
     concurrency: int = Field(default=4, ge=1)
     sandbox: SandboxParams = Field(default_factory=SandboxParams)
 

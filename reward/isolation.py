@@ -6,7 +6,10 @@ any timeout set inside its own process, so custom rewards run here by default. E
 loads the plugin once and then serves calls over a socket pair; the protocol is pickles of
 (samples, timeout) -> outcomes. The child's stdout is redirected to stderr so a plugin's
 print() cannot corrupt anything. Children run in their own session, so a kill reaches the
-processes a plugin started too.
+processes a plugin started too; and the kernel SIGKILLs a child whose parent dies (a reward
+worker killed by the pool does not leave a plugin spinning). That signal is tied to the
+thread that started the child: should that thread end first, the idle child dies and is
+replaced before its next call.
 
 Not a security boundary: a custom reward is the user's own code. Untrusted model output runs
 in `sandboxes/`, never here.
@@ -39,7 +42,7 @@ class _Child:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reward.isolation", str(child_sock.fileno())],
+            [sys.executable, "-m", "reward.isolation", str(child_sock.fileno()), str(os.getpid())],
             pass_fds=(child_sock.fileno(),),
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -160,7 +163,24 @@ class ProcessRewardFunction:
                 self._children[i] = None
 
 
-def _child_main(fd: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent dies (a reward worker killed by the pool must not
+    leave a plugin spinning in an infinite loop). Linux only; elsewhere EOF on the socket
+    still ends an idle child."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _child_main(fd: int, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     from reward.plugins import PluginReward
 
     # Anything the plugin prints goes to stderr; the socket carries only our protocol.
@@ -183,4 +203,4 @@ def _child_main(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(int(sys.argv[1]))
+    _child_main(int(sys.argv[1]), int(sys.argv[2]))

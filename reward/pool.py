@@ -101,8 +101,14 @@ class RewardPool:
         try:
             ray.get(refs, timeout=self.cfg.pool.startup_timeout_s)
         except ray.exceptions.GetTimeoutError:
+            need = self.cfg.pool.num_cpus_per_worker
+            free = ray.available_resources().get("CPU", 0.0)
             self.shutdown()
-            raise RewardSetupError(f"reward workers did not start within {self.cfg.pool.startup_timeout_s:g} s (pool.startup_timeout_s)") from None
+            hint = ""
+            if free < need:
+                hint = (f"; the cluster has {free:g} CPUs free and each worker asks for {need:g} "
+                        "(pool.num_cpus_per_worker): lower it, or free CPUs")
+            raise RewardSetupError(f"reward workers did not start within {self.cfg.pool.startup_timeout_s:g} s (pool.startup_timeout_s){hint}") from None
         except ray.exceptions.RayActorError as e:
             self.shutdown()
             cause = getattr(e, "cause", None) or e

@@ -43,8 +43,10 @@ class RewardModelScorer:
             torch.set_num_threads(num_threads)
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.path)
-        # Keep the end of an over-long text: the score is read at the last token.
+        # Keep the end of an over-long text: the score is read at the last token. Right
+        # padding keeps every row's positions 0..n-1, as when it is scored alone.
         self.tokenizer.truncation_side = "left"
+        self.tokenizer.padding_side = "right"
         if self.tokenizer.pad_token is None:
             raise ValueError(f"the tokenizer in {cfg.path} has no pad token; batched scoring needs one")
         dtype = getattr(torch, cfg.dtype)

@@ -299,6 +299,38 @@ def test_process_isolation_leaves_no_processes_after_close(tmp_path):
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
+def test_process_isolation_child_dies_with_its_parent(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path = write(tmp_path, "h6.py", HOSTILE)
+    driver = write(tmp_path, "driver.py", f"""
+        from reward.isolation import ProcessRewardFunction
+        from reward.plugins import PluginSpec
+        from reward.registry import RewardSample
+        fn = ProcessRewardFunction(PluginSpec({path + ':f'!r}), "f")
+        print(fn.pids()[0], flush=True)
+        fn.score_batch([RewardSample(response="loop")], timeout_s=600)
+    """)
+    parent = subprocess.Popen([sys.executable, driver], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(0.5)  # the child is now spinning in the infinite loop
+        assert psutil.pid_exists(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.time() + 5
+        while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
+            time.sleep(0.05)
+        assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    finally:
+        parent.kill()
+        if child is not None and psutil.pid_exists(child):  # a failed run must not leave it spinning
+            os.kill(child, signal.SIGKILL)
+
+
 def test_process_isolation_runs_calls_in_parallel(tmp_path):
     path = write(tmp_path, "s.py", "import time\ndef f(sample):\n    time.sleep(0.4)\n    return 1.0\n")
     fn = ProcessRewardFunction(PluginSpec(f"{path}:f"), "f", processes=4)

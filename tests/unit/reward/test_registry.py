@@ -296,3 +296,44 @@ def test_math_reward_scores_verdicts_and_reports_timeouts_as_such():
     assert [r.status for r in out] == ["ok", "ok", "timeout", "error"]
     assert out[0].details["math"]["source"] == "boxed"
     assert "gold answer" in out[3].error
+
+
+# ---------------------------------------------------------------------------------------------
+# code through the registry (reward.code + sandboxes/ do the grading)
+
+
+def _humaneval(eval_data_dir, n: int) -> list[dict]:
+    import json
+
+    with open(eval_data_dir / "humaneval.jsonl") as f:
+        return [json.loads(line) for _, line in zip(range(n), f)]
+
+
+def test_code_reward_grades_humaneval_in_the_sandbox(eval_data_dir):
+    problems = _humaneval(eval_data_dir, 2)
+    cfg = cfg_of({"type": "code", "timeout_s": 60, "params": {"mode": "all"}})
+    samples = []
+    for p in problems:
+        samples.append(RewardSample(f"```python\n{p['prompt']}{p['canonical_solution']}\n```", answer=p))
+        samples.append(RewardSample(f"```python\n{p['prompt']}    return None\n```", answer=p))
+        # Exiting with status 0 before the tests run must not earn the reward.
+        samples.append(RewardSample(f"```python\nimport sys\n{p['prompt']}{p['canonical_solution']}\nsys.exit(0)\n```", answer=p))
+    with RewardScorer(cfg) as scorer:
+        out = scorer.score(samples)
+    assert [r.reward for r in out] == [1.0, 0.0, 0.0] * len(problems)
+    assert out[0].details["code"]["status"] == "graded"
+
+
+def test_code_reward_reads_stdin_cases_given_as_a_json_string():
+    cfg = cfg_of({"type": "code", "timeout_s": 60})
+    cases = '[{"input": "3\\n", "output": "6\\n"}, {"input": "5\\n", "output": "11\\n"}]'
+    with RewardScorer(cfg) as scorer:
+        r = scorer.score([RewardSample("```python\nprint(int(input()) * 2)\n```", answer=cases)])[0]
+    assert (r.reward, r.details["code"]["passed"], r.details["code"]["total"]) == (0.5, 1, 2)
+
+
+def test_code_reward_with_malformed_tests_is_an_error_not_zero():
+    cfg = cfg_of({"type": "code"})
+    with RewardScorer(cfg) as scorer:
+        r = scorer.score([RewardSample("print(1)", answer={"no": "tests"})], on_failure="drop_group")[0]
+    assert r.status == "error" and "tests must be" in r.error and r.dropped
