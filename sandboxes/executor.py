@@ -86,12 +86,26 @@ class Sandbox:
         self._clean_uids: set[int] = set()
         self.leases = slots.UidLeases(self.state_dir, self.config.uid_base, self.config.uid_count, window=4 * n) if "uid" in layout.layers else None
         self._harness_file = None
-        if "namespaces" not in layout.layers:
-            # Without bwrap the harness must be a file the interpreter can open.
-            p = os.path.join(self.state_dir, f"harness-{os.getpid()}.py")
-            with open(p, "wb") as f:
-                f.write(HARNESS_SOURCE)
-            os.chmod(p, 0o644)
+        if "namespaces" in layout.layers:
+            self._harness_pyc = isolation.compile_harness(layout.python, HARNESS_SOURCE, isolation.HARNESS_PATH[:-1])
+        else:
+            # Without bwrap the harness must be a file the execution's uid can open: a
+            # content-addressed file in <state_dir>/pub (state_dir 0711: reachable, not listable;
+            # the lease files in it stay 0600).
+            import hashlib
+
+            pub = os.path.join(self.state_dir, "pub")
+            os.makedirs(pub, mode=0o755, exist_ok=True)
+            os.chmod(self.state_dir, 0o711)
+            os.chmod(pub, 0o755)
+            digest = hashlib.sha256(HARNESS_SOURCE + layout.python.executable.encode()).hexdigest()[:16]
+            p = os.path.join(pub, f"harness-{digest}.pyc")
+            self._harness_pyc = isolation.compile_harness(layout.python, HARNESS_SOURCE, p[:-1])
+            tmp = f"{p}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(self._harness_pyc)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, p)
             self._harness_file = p
         self._probe()
 
@@ -135,12 +149,7 @@ class Sandbox:
             return self._busy
 
     def close(self) -> None:
-        if self._harness_file:
-            try:
-                os.unlink(self._harness_file)
-            except OSError:
-                pass
-            self._harness_file = None
+        """Nothing to release: executions clean up after themselves, leases die with us."""
 
     # ------------------------------------------------------------------ one execution
 
@@ -205,7 +214,7 @@ class Sandbox:
             fds["chan"] = chan_w
             fds_to_close += [fds["job"], chan_r, chan_w] + ([fds["secret"]] if fds["secret"] >= 0 else [])
             if "namespaces" in self.layout.layers:
-                fds["harness"] = _memfd("harness", HARNESS_SOURCE)
+                fds["harness"] = _memfd("harness", self._harness_pyc)
                 fds_to_close.append(fds["harness"])
                 if self.layout.seccomp_filter is not None:
                     fds["seccomp"] = _memfd("seccomp", self.layout.seccomp_filter)

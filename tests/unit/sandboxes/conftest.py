@@ -1,0 +1,18 @@
+"""A real sandbox for the tests of this folder (root is needed to give executions their own uid)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root to run executions under their own uids")
+    from sandboxes import Limits, Sandbox, SandboxConfig
+
+    sb = Sandbox(SandboxConfig(limits=Limits(timeout_s=10)))
+    yield sb
+    sb.close()
