@@ -93,6 +93,8 @@ def normalize_answer(answer: str) -> str:
     # Currency and math delimiters: "\$18", "$18", "$x=5$".
     s = s.replace("\\$", "").replace("$", "")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+    # ",\!" and "{,}" are LaTeX thousands separators ("11,\! 111,\! 100"): no list there.
+    s = re.sub(r"(?<=\d)(?:,\\!|\{,\})\s*(?=\d)", ",", s)
     s = s.replace("{,}", ",")
     s = _SPACING.sub(lambda m: "" if m.group(0) in ("\\!", "\\,") else " ", s)
     s = _DECORATION.sub("", s)
@@ -144,6 +146,7 @@ _DECIMAL_RE = re.compile(rf"^([+-]?)({_DEC})(?:[eE]([+-]?\d+))?$")
 _TIMES_TEN_RE = re.compile(r"^([+-]?)(?:(\d+(?:\.\d*)?|\.\d+)(?:\\times|\\cdot|\*))?10\^(?:\{([+-]?\d+)\}|(\d))$")
 _FRAC_ARG = r"(?:\{\s*([+-]?\d+(?:\.\d+)?)\s*\}|(\d))"
 _LATEX_FRAC_RE = re.compile(rf"^([+-]?)(\d+)?\\frac{_FRAC_ARG}{_FRAC_ARG}$")
+_REPEATING_RE = re.compile(r"^([+-]?)(\d*)\.(\d*)\\overline\{(\d+)\}$")
 _SLASH_FRAC_RE = re.compile(r"^([+-]?)(?:(\d+) )?(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)$")
 
 
@@ -188,7 +191,17 @@ def parse_plain_number(text: str) -> PlainNumber | None:
             return None
         value = n / d + (int(whole) if whole else 0)
         return PlainNumber(-value if sign == "-" else value, "." in num + den)
+    if re.search(r",\s", s):
+        return None  # "1, 000" is a list; thousands separators have no space after them
     s = s.replace(" ", "")
+    m = _REPEATING_RE.match(s)  # 0.1\overline{6} = 1/6: exact, not a rounding
+    if m:
+        sign, whole, fixed, period = m.groups()
+        if len(whole) + len(fixed) + len(period) > MAX_DIGITS:
+            return None
+        head = int(whole + fixed or "0")
+        value = Fraction(int(whole + fixed + period) - head, 10 ** len(fixed) * (10 ** len(period) - 1))
+        return PlainNumber(-value if sign == "-" else value, False)
     m = _DECIMAL_RE.match(s)
     if m:
         return _decimal(m.group(1), m.group(2), m.group(3))

@@ -64,6 +64,9 @@ def test_normalize_answer(raw, expected):
         ("1.5\\times10^{3}", Fraction(1500), True),
         ("3\\cdot10^{-2}", Fraction(3, 100), True),
         ("10^{6}", Fraction(10**6), False),
+        ("0.\\overline{3}", Fraction(1, 3), False),
+        ("-1.\\overline{142857}", Fraction(-8, 7), False),
+        ("0.1\\overline{6}", Fraction(1, 6), False),
     ],
 )
 def test_plain_numbers_parse_exactly(text, value, decimal):
@@ -76,6 +79,7 @@ def test_plain_numbers_parse_exactly(text, value, decimal):
     [
         "1,2",  # a list, not a number
         "12,34",  # not thousands groups
+        "1, 000",  # a list: separators have no space after them
         "2\\frac{3}{2}",  # not a proper mixed number: left to sympy
         "210^3",  # 210 cubed, not 2 * 10^3
         "1/0",

@@ -26,6 +26,8 @@ TRICKY_PAIRS: list[tuple[str, str, str, bool, str]] = [
     ("fraction", "The answer is 3/4.", "\\frac{3}{4}", True, "plain slash fraction vs LaTeX fraction"),
     ("fraction", B.format("\\frac{1}{3}"), "0.333333", True, "six significant digits stand for 1/3"),
     ("fraction", B.format("0.33"), "\\frac{1}{3}", False, "two digits are a rounding the problem did not ask for"),
+    ("fraction", "The answer is $0.\\overline{3}$.", "\\frac{1}{3}", True, "repeating decimal is exact; math-verify alone says no"),
+    ("fraction", B.format("0.1\\overline{6}"), "\\frac{1}{3}", False, "repeating decimal 1/6"),
     ("fraction", B.format("\\frac{14}{3}"), "\\frac{3}{14}", False, "inverted fraction"),
     ("fraction", B.format("\\frac 59"), "\\frac{5}{9}", True, "brace-less \\frac arguments"),
     ("fraction", B.format("-\\frac{3}{8}"), "\\frac{-3}{8}", True, "sign outside or inside the numerator"),
@@ -192,6 +194,7 @@ MATH_VERIFY_ALONE_WRONG = {
     "#### \u20134",
     "So the result is \\fbox{42}.",
     "We get 12 apples and 7 pears, so 19 in total.",
+    "The answer is $0.\\overline{3}$.",
 }
 
 
