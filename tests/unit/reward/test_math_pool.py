@@ -215,3 +215,11 @@ def test_a_forked_child_cannot_use_or_stop_its_parents_workers(pool):
     assert os.waitstatus_to_exitcode(status) == 0
     assert pool.score("\\boxed{\\sqrt{18}}", "3\\sqrt{2}").correct
     assert pool.process_ids() == before and pool.counts["workers_replaced"] == 0
+
+
+def test_workers_run_under_the_address_space_cap():
+    with MathVerifierPool(num_workers=1, memory_mb=700) as p:
+        assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
+        with open(f"/proc/{p.process_ids()[1]}/limits") as f:
+            line = next(line for line in f if line.startswith("Max address space"))
+        assert line.split()[3] == str(700 * 1024 * 1024)
