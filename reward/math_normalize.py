@@ -75,7 +75,9 @@ _UNICODE_SQRT = re.compile(r"\u221a\s*(\d+(?:\.\d+)?|[A-Za-z]|\([^()]*\)|\{[^{}]
 
 _SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad(?![A-Za-z])|~")
 _DECORATION = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])|\\displaystyle|\\textstyle")
-_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\^\{\\text\{o\}\}")
+# "30^\circ", "30^{\circ}", "30\degree"; a bare "\circ" only after a number ("f \circ g" is
+# composition).
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|(?<=\d)\s*\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|\^\{\\text\{o\}\}")
 _PERCENT = re.compile(r"(?:\\?%|\\text\{\s*percent\s*\}|\bpercent)$")
 # Trailing unit text: "\text{ cm}", "\mbox{ inches}^2", "\text{ dollars}".
 _UNIT_TEXT = re.compile(r"\\(?:text|mbox|mathrm|textrm)\{\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*\{?\d\}?)?\s*$")
@@ -118,8 +120,9 @@ def normalize_answer(answer: str) -> str:
 
 
 def comparison_key(normalized: str) -> str:
-    """Text for the exact path: whitespace-insensitive."""
-    return re.sub(r"\s+", "", normalized)
+    """Text for the exact path: whitespace-insensitive, as LaTeX math is, except between two
+    digits ("2 1/2" is a mixed number, not 21/2)."""
+    return re.sub(r"(?<!\d)\s+|\s+(?!\d)", "", normalized)
 
 
 def split_assignment(normalized: str) -> tuple[str | None, str]:

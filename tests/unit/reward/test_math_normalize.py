@@ -8,6 +8,7 @@ import pytest
 
 from reward.math import fast_check, score_math
 from reward.math_normalize import (
+    comparison_key,
     e_notation_to_latex,
     mixed_numbers_to_fractions,
     normalize_answer,
@@ -31,6 +32,8 @@ from reward.math_normalize import (
         ("\\left( 1, 2 \\right)", "( 1, 2 )"),
         ("30^\\circ", "30"),
         ("30^{\\circ}", "30"),
+        ("30\\circ", "30"),
+        ("f \\circ g", "f \\circ g"),  # composition, not degrees
         ("25\\%", "25"),
         ("15\\mbox{ cm}^2", "15"),
         ("5.4 \\text{ cents}", "5.4"),
@@ -112,6 +115,11 @@ def test_two_decimals_must_be_exactly_equal():
     assert not numbers_equal(parse_plain_number(".0000672"), parse_plain_number("0.0000673"))
     assert not numbers_equal(parse_plain_number("18"), parse_plain_number("18.000001"))
     assert numbers_equal(parse_plain_number("18"), parse_plain_number("18.000"))
+
+
+def test_comparison_key_ignores_spaces_except_between_digits():
+    assert comparison_key("y = 2x + 3") == comparison_key("y=2x+3")
+    assert comparison_key("2 1/2") != comparison_key("21/2")
 
 
 def test_split_assignment():
