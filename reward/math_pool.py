@@ -185,14 +185,23 @@ class MathVerifierPool:
         return self._state["workers"]
 
     def _start_worker(self) -> _Worker:
-        if self._state["zygote"] is None:
-            self._state["zygote"] = _Zygote(self.memory_mb)
-            self.counts["zygotes_started"] += 1
-        pid, conn = self._state["zygote"].fork()
+        try:
+            pid, conn = self._zygote().fork()
+        except RuntimeError:
+            # The zygote died (killed, OOM); its workers died with it. Start over once.
+            self._state["zygote"].close()
+            self._state["zygote"] = None
+            pid, conn = self._zygote().fork()
         worker = _Worker(pid, conn, _open_pidfd(pid))
         self._workers.append(worker)
         self.counts["workers_started"] += 1
         return worker
+
+    def _zygote(self) -> _Zygote:
+        if self._state["zygote"] is None:
+            self._state["zygote"] = _Zygote(self.memory_mb)
+            self.counts["zygotes_started"] += 1
+        return self._state["zygote"]
 
     def _replace(self, worker: _Worker) -> _Worker:
         worker.kill()

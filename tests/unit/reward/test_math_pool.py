@@ -223,3 +223,14 @@ def test_workers_run_under_the_address_space_cap():
         with open(f"/proc/{p.process_ids()[1]}/limits") as f:
             line = next(line for line in f if line.startswith("Max address space"))
         assert line.split()[3] == str(700 * 1024 * 1024)
+
+
+def test_a_killed_zygote_is_restarted_with_fresh_workers():
+    with MathVerifierPool(num_workers=2, timeout_s=5.0) as p:
+        p.score_batch(["\\boxed{\\sqrt{8}}", "\\boxed{\\sqrt{2}}"], ["2\\sqrt{2}", "\\frac{2}{\\sqrt2}"])
+        old = p.process_ids()
+        os.kill(old[0], 9)  # the workers die with it (PR_SET_PDEATHSIG)
+        assert _wait_gone(old) == []
+        scores = p.score_batch(["\\boxed{\\sqrt{18}}", "\\boxed{\\sqrt{3}}"], ["3\\sqrt{2}", "\\sqrt{2}"])
+        assert [s.status for s in scores] == [MathStatus.CORRECT, MathStatus.WRONG]
+        assert p.counts["zygotes_started"] == 2 and not set(p.process_ids()) & set(old)
