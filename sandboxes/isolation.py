@@ -32,6 +32,7 @@ from sandboxes.config import REQUIRED_LAYERS, SandboxConfig
 SANDBOX_UID = 1000  # the uid the code sees inside its user namespace
 HARNESS_PATH = "/sandbox/harness.pyc"
 WORKDIR = "/tmp"
+SHM_MB = 16  # /dev/shm (POSIX shared memory, multiprocessing's semaphores)
 # Host folders whose libraries the interpreter may load (mirrored read-only, symlinks kept).
 LIBRARY_DIRS = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32", "/lib", "/lib64", "/lib32", "/libx32")
 
@@ -170,7 +171,10 @@ class Layout:
                     argv += ["--symlink", kind.split(":", 1)[1], path]
             for d in self.hidden_dirs:
                 argv += ["--tmpfs", d, "--remount-ro", d]
-            argv += ["--dev", "/dev"]
+            # /dev: the usual device nodes; its shm folder a small tmpfs of its own. /dev itself
+            # and the root (a tmpfs bwrap builds) become read-only below: writable places are
+            # exactly /tmp and /dev/shm, both size-limited.
+            argv += ["--dev", "/dev", "--size", str(min(limits.tmpfs_mb, SHM_MB) * 1024 * 1024), "--perms", "1777", "--tmpfs", "/dev/shm"]
             argv += ["--size", str(limits.tmpfs_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", WORKDIR]
             made = set()
             for fd, rel in files:
@@ -184,6 +188,7 @@ class Layout:
             argv += ["--dir", "/sandbox", "--ro-bind-data", str(fds["harness"]), HARNESS_PATH]
             # `python3` / `python` on PATH for argv-mode commands: the sandbox's interpreter.
             argv += ["--dir", "/sandbox/bin", "--symlink", py, "/sandbox/bin/python3", "--symlink", py, "/sandbox/bin/python"]
+            argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
             if fds.get("seccomp", -1) >= 0:
                 argv += ["--seccomp", str(fds["seccomp"])]
             argv += [
