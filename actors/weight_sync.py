@@ -91,19 +91,25 @@ class BroadcastGroup:
 
 
 class WeightSource:
-    """Mixin for the policy worker: what the transports need from rank 0.
+    """Mixin for the policy worker: what the transports call on EVERY policy rank.
 
-    The worker implements `sync_weights()` -> list of (HF name, full tensor) on rank 0.
+    The worker implements `sync_weights()` -> list of (HF name, full tensor). It is called on
+    all ranks because gathering sharded weights (ZeRO-3) is a collective; only rank 0 (the
+    one with `rank == 0`) sends.
     """
 
+    rank: int = 0
     _weight_group: BroadcastGroup | None = None
 
     def sync_weights(self) -> list[tuple[str, torch.Tensor]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def export_weights_ref(self) -> list[ray.ObjectRef]:
+    def export_weights_ref(self) -> list[ray.ObjectRef | None]:
+        weights = self.sync_weights()
+        if self.rank != 0:
+            return [None]
         # Wrapped in a list so Ray hands the caller the reference, not the weights.
-        return [ray.put([(n, t.detach().to("cpu").contiguous()) for n, t in self.sync_weights()])]
+        return [ray.put([(n, t.detach().to("cpu").contiguous()) for n, t in weights])]
 
     def weight_layout(self, bucket_mb: float) -> Layout:
         return plan_buckets(self.sync_weights(), bucket_mb)
@@ -112,7 +118,9 @@ class WeightSource:
         self._weight_group = BroadcastGroup(addr, port, rank, world_size, backend)
 
     def broadcast_weights(self, layout: Layout) -> None:
-        self._weight_group.send(dict(self.sync_weights()), layout)
+        weights = dict(self.sync_weights())
+        if self.rank == 0:
+            self._weight_group.send(weights, layout)
 
 
 class WeightSyncTransport(Protocol):
@@ -145,9 +153,7 @@ class ObjectStoreTransport:
 
     def sync(self, policy, rollout, version: int) -> float:
         start = time.perf_counter()
-        ref = policy.run_rank0("export_weights_ref")[0]
-        # Non-rank-0 policy workers take part only when the weights must be gathered (ZeRO-3),
-        # which `sync_weights` on rank 0 does through its own collectives.
+        ref = policy.run("export_weights_ref")[0][0]
         rollout.run("update_weights", version, ref)
         return time.perf_counter() - start
 
@@ -161,7 +167,7 @@ class BroadcastTransport:
 
     def setup(self, policy, rollout) -> None:
         backend = self.backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        self.layout = policy.run_rank0("weight_layout", self.bucket_mb)
+        self.layout = policy.run("weight_layout", self.bucket_mb)[0]
         addr, port = ray.get(policy.workers[0].node_address.remote())
         world = 1 + len(rollout.workers)
         refs = [policy.workers[0].join_weight_group.remote(addr, port, 0, world, backend)]
@@ -172,7 +178,7 @@ class BroadcastTransport:
         if self.layout is None:
             raise RuntimeError("BroadcastTransport.sync called before setup")
         start = time.perf_counter()
-        refs = [policy.workers[0].broadcast_weights.remote(self.layout)]
+        refs = [w.broadcast_weights.remote(self.layout) for w in policy.workers]
         refs += [w.receive_weights.remote(version, self.layout) for w in rollout.workers]
         ray.get(refs)
         return time.perf_counter() - start

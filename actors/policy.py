@@ -1,0 +1,339 @@
+"""Policy and reference workers: a Qwen2 model scored on (prompt, response) batches.
+
+`PolicyWorker` trains through DeepSpeed ZeRO (or torch DDP) from `pretrain.engines`, the same
+engines the pretraining workers use; `ReferenceWorker` is a frozen copy that only scores.
+
+The model is wrapped in `ResponseScorer`, whose forward returns per-token log-probs (and
+entropy) of the response computed from the last hidden states in chunks: the training engine
+wraps that module, so DDP's and DeepSpeed's gradient hooks see the whole computation and full
+[batch, tokens, vocab] logits never exist.
+
+Loss normalisation: every micro-batch's loss is divided by the GLOBAL token / sequence count of
+its mini-batch (all-reduced over ranks) and multiplied by the world size (both engines average
+gradients over ranks), so the update is the same however the mini-batch is split into
+micro-batches and ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from actors.base import DistributedWorker
+from actors.weight_sync import WeightSource
+from qwen25_rl.algorithms import policy_loss
+from qwen25_rl.batch import TensorBatch
+from qwen25_rl.models.scoring import response_log_probs
+
+
+# Metrics of `policy_loss` that are loss terms (sums over the step's tokens), not means.
+ADDITIVE_METRICS = {"pg_loss", "kl_loss"}
+
+
+class ResponseScorer(nn.Module):
+    """nn.Module around a causal LM: forward(batch fields) -> (log-probs [B,R], entropy [B,R])."""
+
+    def __init__(self, model: nn.Module, chunk_size: int = 1024):
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0, with_entropy: bool = False):
+        lp, ent = response_log_probs(
+            self.model, prompt_ids, prompt_mask, response_ids, response_mask,
+            temperature=temperature, with_entropy=with_entropy, chunk_size=self.chunk_size,
+        )  # fmt: skip
+        return lp, ent if ent is not None else torch.zeros_like(lp)
+
+
+@dataclass
+class TrainSettings:
+    """How the policy trains; a plain dataclass so it crosses Ray cheaply (built from the
+    stage config by the controller)."""
+
+    strategy: str = "deepspeed"  # deepspeed | ddp
+    zero_stage: int = 2
+    micro_batch_size: int = 8
+    lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    chunk_size: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class LossSettings:
+    """The PPO/GRPO objective of one update (see qwen25_rl.algorithms.policy_loss)."""
+
+    ppo_epochs: int = 1
+    num_mini_batches: int = 1
+    temperature: float = 1.0
+    loss_type: str = "ppo"
+    loss_agg_mode: str = "token-mean"
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: float | None = None
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    entropy_coef: float = 0.0
+    tis: bool = False
+    tis_mode: str = "truncate"
+    tis_low: float = 0.0
+    tis_high: float = 2.0
+    max_response_length: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+class ReferenceWorker(DistributedWorker):
+    """A frozen model that scores responses (the KL anchor)."""
+
+    def __init__(self, model_path: str, *, torch_threads: int | None = None, chunk_size: int = 1024, dtype: str = "float32"):
+        super().__init__(torch_threads=torch_threads)
+        self.model_path = model_path
+        self.chunk_size = chunk_size
+        self.dtype = dtype
+        self.scorer: ResponseScorer | None = None
+
+    def init_model(self) -> int:
+        from qwen25_rl.models import load_model
+
+        model = load_model(self.model_path, dtype=self.dtype)
+        model.requires_grad_(False)
+        self.scorer = ResponseScorer(model.eval(), self.chunk_size)
+        return sum(p.numel() for p in model.parameters())
+
+    def _forward(self, mb: TensorBatch, temperature: float, with_entropy: bool):
+        return self.scorer(mb["prompt_ids"], mb["prompt_mask"], mb["response_ids"], mb["response_mask"], temperature, with_entropy)
+
+    @torch.no_grad()
+    def log_probs(self, batch: TensorBatch, *, temperature: float = 1.0, micro_batch_size: int = 8, with_entropy: bool = False) -> TensorBatch:
+        """Per-token log-probs (and entropy) of the responses; zero outside the response mask."""
+        parts_lp, parts_ent = [], []
+        for mb in batch.chunk(max(1, math.ceil(len(batch) / micro_batch_size))):
+            if len(mb) == 0:
+                continue
+            lp, ent = self._forward(mb, temperature, with_entropy)
+            mask = mb["response_mask"].to(lp.dtype)
+            parts_lp.append(lp.float() * mask)
+            parts_ent.append(ent.float() * mask)
+        out = {"log_probs": torch.cat(parts_lp)}
+        if with_entropy:
+            out["entropy"] = torch.cat(parts_ent)
+        return TensorBatch(out)
+
+
+class PolicyWorker(ReferenceWorker, WeightSource):
+    """The trained policy: DeepSpeed ZeRO / DDP engine, PPO updates, checkpoints, weight export."""
+
+    def __init__(self, model_path: str, settings: TrainSettings | dict, *, torch_threads: int | None = None):
+        settings = settings if isinstance(settings, TrainSettings) else TrainSettings(**settings)
+        super().__init__(model_path, torch_threads=torch_threads, chunk_size=settings.chunk_size)
+        self.settings = settings
+        self.engine = None
+
+    def init_model(self) -> int:
+        """Build the model and the training engine (after init_distributed: engines need the group)."""
+        import os
+
+        from pretrain.engines import ENGINES
+        from qwen25_rl.models import load_model
+
+        s = self.settings
+        if s.strategy not in ENGINES:
+            raise ValueError(f"unknown training strategy {s.strategy!r}; known: {', '.join(ENGINES)}")
+        torch.manual_seed(s.seed + self.rank)
+        use_gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""
+        model = load_model(self.model_path, dtype="float32", device="cuda" if use_gpu else None)
+        if s.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.engine = ENGINES[s.strategy](
+            ResponseScorer(model, s.chunk_size),
+            opt={"lr": s.lr, "betas": s.betas, "eps": s.eps, "weight_decay": s.weight_decay, "grad_clip": s.grad_clip},
+            trainer={"micro_batch_size": s.micro_batch_size, "zero_stage": s.zero_stage, "use_gpu": use_gpu, "strategy": s.strategy},
+            grad_accumulation=1,
+            bf16=s.bf16,
+            world_size=self.world_size,
+        )
+        self.scorer = self.engine.module
+        self.device = next(self.scorer.parameters()).device
+        return sum(p.numel() for p in model.parameters())
+
+    def _forward(self, mb: TensorBatch, temperature: float, with_entropy: bool):
+        mb = mb.to(self.device)
+        return self.engine.forward(
+            prompt_ids=mb["prompt_ids"], prompt_mask=mb["prompt_mask"], response_ids=mb["response_ids"],
+            response_mask=mb["response_mask"], temperature=temperature, with_entropy=with_entropy,
+        )  # fmt: skip
+
+    # -- training ------------------------------------------------------------------------
+
+    def _all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world_size > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+        return t.tolist()
+
+    def train(self, batch: TensorBatch, loss: LossSettings | dict, *, lr: float, seed: int = 0) -> dict[str, float]:
+        """PPO epochs over `num_mini_batches` mini-batches of this rank's shard; one optimizer
+        step per mini-batch. `batch` needs prompt/response ids+masks, `advantages`
+        ([B] or [B,R]) and `old_log_probs`; `ref_log_probs` when kl_coef > 0;
+        `sampler_logprobs` when tis is on. Returns metrics averaged over all ranks."""
+        loss = loss if isinstance(loss, LossSettings) else LossSettings(**loss)
+        if len(batch) < loss.num_mini_batches:
+            raise ValueError(
+                f"policy rank {self.rank} got {len(batch)} samples for {loss.num_mini_batches} mini-batches; "
+                f"each rank needs at least one sample per mini-batch"
+            )
+        self.engine.train(True)
+        # Loss terms are already normalised by the mini-batch's global counts: they add up over
+        # micro-batches and ranks. Per-token statistics are averaged weighted by tokens.
+        added: dict[str, float] = {}
+        weighted: dict[str, float] = {}
+        weight_total = 0.0
+        grad_norms = []
+        generator = torch.Generator().manual_seed(seed * 1000 + self.rank)
+        for epoch in range(loss.ppo_epochs):
+            order = torch.randperm(len(batch), generator=generator)
+            for mini in batch.select(order).chunk(loss.num_mini_batches):
+                n_tok, n_seq = self._all_reduce([float(mini["response_mask"].sum()), float(len(mini))])
+                local_micro = max(1, math.ceil(len(mini) / self.settings.micro_batch_size))
+                # Every rank must run the same number of backward passes (the engines' gradient
+                # collectives); a rank with fewer micro-batches repeats one with its mask zeroed.
+                n_micro = int(self._all_reduce([float(local_micro)], op="max")[0])
+                micros = mini.chunk(local_micro)
+                while len(micros) < n_micro:
+                    micros.append(micros[0].with_tensors(response_mask=torch.zeros_like(micros[0]["response_mask"])))
+                self.engine.set_grad_accumulation(n_micro)
+                for i, mb in enumerate(micros):
+                    last = i == n_micro - 1
+                    with self.engine.micro_batch(last):
+                        out = self._micro_loss(mb, loss, n_tok, n_seq)
+                        self.engine.backward(out.loss * self.world_size)
+                    norm = self.engine.after_micro_batch(last, lr)
+                    w = float(out.metrics["response_tokens"])
+                    weight_total += w
+                    added["loss"] = added.get("loss", 0.0) + float(out.loss)
+                    for k, v in out.metrics.items():
+                        if k in ADDITIVE_METRICS:
+                            added[k] = added.get(k, 0.0) + float(v)
+                        elif k != "response_tokens":
+                            weighted[k] = weighted.get(k, 0.0) + float(v) * w
+                    if norm is not None:
+                        grad_norms.append(norm)
+        updates = loss.ppo_epochs * loss.num_mini_batches
+        a_keys, w_keys = sorted(added), sorted(weighted)
+        reduced = self._all_reduce([added[k] for k in a_keys] + [weighted[k] for k in w_keys] + [weight_total])
+        total_w = max(reduced[-1], 1.0)
+        metrics = {f"policy/{k}": v / updates for k, v in zip(a_keys, reduced[: len(a_keys)])}
+        metrics |= {f"policy/{k}": v / total_w for k, v in zip(w_keys, reduced[len(a_keys) : -1])}
+        metrics["policy/grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
+        metrics["policy/lr"] = lr
+        metrics["policy/optimizer_steps"] = float(len(grad_norms))
+        return metrics
+
+    def _micro_loss(self, mb: TensorBatch, loss: LossSettings, n_tok: float, n_seq: float):
+        with_entropy = True  # entropy is reported every step; the chunked path makes it cheap
+        lp, ent = self._forward(mb, loss.temperature, with_entropy)
+        mb = mb.to(self.device)
+        return policy_loss(
+            lp,
+            mb["old_log_probs"],
+            mb["advantages"],
+            mb["response_mask"],
+            loss_type=loss.loss_type,
+            loss_agg_mode=loss.loss_agg_mode,
+            num_tokens=n_tok,
+            num_seqs=n_seq,
+            max_response_length=loss.max_response_length or mb["response_mask"].shape[1],
+            rollout_log_probs=mb["sampler_logprobs"] if loss.tis else None,
+            tis_mode=loss.tis_mode,
+            tis_low=loss.tis_low,
+            tis_high=loss.tis_high,
+            ref_log_probs=mb["ref_log_probs"] if "ref_log_probs" in mb.tensors else None,
+            kl_coef=loss.kl_coef,
+            kl_estimator=loss.kl_estimator,
+            entropy=ent,
+            entropy_coef=loss.entropy_coef,
+            clip_low=loss.clip_low,
+            clip_high=loss.clip_high,
+            dual_clip=loss.dual_clip,
+            **loss.extra,
+        )
+
+    # -- weights and checkpoints -----------------------------------------------------------
+
+    def sync_weights(self) -> list[tuple[str, torch.Tensor]]:
+        from qwen25_rl.models.factory import named_weights
+
+        gathered = self.engine.export_state_dict()  # collective under ZeRO-3, else None
+        if gathered is not None:
+            return [(k.removeprefix("model."), v.detach()) for k, v in gathered.items()]
+        # detach(): plain tensors, without the engine's attributes (DeepSpeed hangs process
+        # groups on parameters, which cannot be pickled to other actors).
+        return [(n, t.detach()) for n, t in named_weights(self.scorer.model)]
+
+    def save(self, folder: str, tokenizer_path: str | None = None, extra_state: dict | None = None) -> None:
+        """Write this rank's part of a checkpoint: HF model (rank 0), engine/optimizer state
+        (every rank), RNG (every rank)."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.engine.save(out, self.rank)
+        state = self.engine.export_state_dict()
+        if self.rank == 0:
+            model = self.scorer.model
+            model.save_pretrained(out / "model", state_dict=None if state is None else {k.removeprefix("model."): v for k, v in state.items()}, safe_serialization=True)
+            if tokenizer_path:
+                from qwen25_rl.models import load_tokenizer
+
+                load_tokenizer(tokenizer_path).save_pretrained(out / "model")
+            (out / "policy_worker.json").write_text(json.dumps({"world_size": self.world_size, "settings": asdict(self.settings), **(extra_state or {})}))
+        torch.save(_rng_state(), out / f"rng_rank{self.rank}.pt")
+
+    def load(self, folder: str) -> None:
+        """Restore weights, optimizer and RNG from `save`'s folder (same world size)."""
+        from safetensors.torch import load_file
+
+        src = Path(folder)
+        meta = json.loads((src / "policy_worker.json").read_text())
+        if meta["world_size"] != self.world_size:
+            raise ValueError(f"checkpoint {src} was written by {meta['world_size']} policy workers; this run has {self.world_size}")
+        self.engine.load(src)
+        # The engine restores its own (possibly partitioned) copy; the HF weights are the
+        # authoritative full copy for engines without a module state in their checkpoint.
+        if self.settings.strategy == "ddp":  # DDP's engine state is the optimizer only
+            state = {}
+            for f in sorted((src / "model").glob("*.safetensors")):
+                state.update(load_file(str(f)))
+            missing, unexpected = self.scorer.model.load_state_dict(state, strict=False)
+            tied = {"lm_head.weight"} if self.scorer.model.config.tie_word_embeddings else set()
+            if unexpected or set(missing) - tied:
+                raise ValueError(f"checkpoint {src}/model does not match the policy: missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
+        _set_rng_state(torch.load(src / f"rng_rank{self.rank}.pt", weights_only=False))
