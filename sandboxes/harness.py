@@ -581,6 +581,15 @@ def solution_main(program: str, req_fd: int, rep_fd: int, max_bytes: int) -> Non
         except BaseException:
             pass
         _flush_and_exit(_EXIT_LOAD_FAILED)
+    def flush():
+        # The driver SIGKILLs this process when it is done: keep the program's output.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+
+    flush()
     send(rep_fd, {"ready": True, "names": names})
     while True:
         try:
@@ -605,6 +614,7 @@ def solution_main(program: str, req_fd: int, rep_fd: int, max_bytes: int) -> Non
             reply = {"value": enc.enc(value)}
         except BaseException as e:  # SystemExit and KeyboardInterrupt from the solution included
             reply = {"error": {"type": type(e).__name__, "message": fmt(e)}}
+        flush()
         try:
             send(rep_fd, reply)
         except BaseException:
