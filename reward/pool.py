@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from reward.config import RewardConfig
@@ -61,7 +62,8 @@ class RewardWorker:
 
 
 class RewardPool:
-    """A fixed set of reward worker actors. Not thread-safe: one `score` call at a time."""
+    """A fixed set of reward worker actors. One `score` call at a time (use `score_async` to
+    overlap scoring with other work)."""
 
     def __init__(self, cfg: RewardConfig, *, name_prefix: str | None = None):
         import ray
@@ -79,6 +81,7 @@ class RewardPool:
         self.workers = [self._start(i) for i in range(cfg.pool.num_workers)]
         self.last_stats: RewardStats | None = None
         self.restarts = 0
+        self._background: ThreadPoolExecutor | None = None
         self._metrics = _RayCounters()
         self._wait_ready(self.workers)
 
@@ -195,6 +198,14 @@ class RewardPool:
             raise RewardFailureError(f"{failed}/{n} samples failed, more than pool.max_failure_fraction={frac}: {stats.headline()}", stats)
         return final
 
+    def score_async(self, samples: list[RewardSample]) -> Future:
+        """`score` in a background thread: returns a Future of the results (or of the
+        RewardFailureError), so the caller can overlap reward scoring with other work.
+        Calls are queued one after another: the pool scores one batch at a time."""
+        if self._background is None:
+            self._background = ThreadPoolExecutor(1, thread_name_prefix="reward-pool")
+        return self._background.submit(self.score, samples)
+
     def _fail_chunk(self, results: list, idx: list[int], status: str, error: str) -> None:
         for j in idx:
             results[j] = RewardResult(None, {}, status, error, {}, False, {"(worker)": status})  # type: ignore[arg-type]
@@ -209,6 +220,9 @@ class RewardPool:
     def shutdown(self) -> None:
         import ray
 
+        if getattr(self, "_background", None) is not None:
+            self._background.shutdown(wait=True)
+            self._background = None
         for w in getattr(self, "workers", []):
             try:
                 ray.get(w.close.remote(), timeout=30)

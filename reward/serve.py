@@ -122,11 +122,15 @@ class RewardService:
             self.backend = _ConfigScorer(cfg)
             self.info = {"kind": "reward", "functions": [{"name": f.label, "type": f.type, "weight": f.weight} for f in cfg.functions]}
         self.max_samples = max_samples
+        # Served counts (GET shows them): how well requests are being batched together.
+        self.stats = {"requests": 0, "samples": 0, "batches": 0, "largest_batch": 0}
         self._score_batched.set_max_batch_size(max_batch_size)
         self._score_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
     async def _score_batched(self, samples: list[RewardSample]) -> list[dict[str, Any]]:
+        self.stats["batches"] += 1
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(samples))
         # Scoring blocks (model forward, sandbox runs): keep the replica's event loop free.
         results = await asyncio.to_thread(self.backend.score, samples)
         return [r.to_dict() for r in results]
@@ -135,7 +139,7 @@ class RewardService:
         from starlette.responses import JSONResponse
 
         if request.method == "GET":
-            return self.info
+            return {**self.info, "stats": dict(self.stats)}
         if request.method != "POST":
             return JSONResponse({"error": f"method {request.method} not allowed; POST samples or GET info"}, status_code=405)
         try:
@@ -151,6 +155,8 @@ class RewardService:
             samples = [RewardSample.from_dict(d, f"samples[{i}]") for i, d in enumerate(raw)]
         except (TypeError, ValueError) as e:
             return JSONResponse({"error": str(e)}, status_code=400)
+        self.stats["requests"] += 1
+        self.stats["samples"] += len(samples)
         results = await asyncio.gather(*(self._score_batched(s) for s in samples))
         return {"results": list(results)}
 

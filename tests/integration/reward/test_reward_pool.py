@@ -134,6 +134,14 @@ def test_pool_workers_score_chunks_concurrently(local_ray, plugin_path):
     assert elapsed < 3.2, f"8 x 0.5 s on 2 workers took {elapsed:.1f} s (4 s would be one at a time)"
 
 
+def test_score_async_returns_a_future_of_the_same_results(mixed_pool):
+    samples = batch(n_groups=2)
+    future = mixed_pool.score_async(samples)
+    assert not future.done()  # the caller is free while the workers score
+    got = future.result(timeout=120)
+    assert [r.reward for r in got] == [r.reward for r in mixed_pool.score(samples)]
+
+
 def test_fail_policy_stops_the_run_with_examples_and_zero_policy_scores_zero(local_ray, plugin_path):
     spec = f"{plugin_path}/pool_plugin.py:compute_score"
     fail_cfg = RewardConfig.model_validate({"functions": [{"type": spec, "params": {"isolation": "thread"}}], "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "fail"}})
@@ -192,3 +200,23 @@ def test_bad_plugin_fails_before_any_worker_starts(local_ray, tmp_path):
     cfg = RewardConfig.model_validate({"functions": [{"type": f"{bad}:f"}], "pool": {"startup_timeout_s": 30}})
     with pytest.raises(RewardSetupError, match=r"reward function 'f': cannot tell the call style of f\(a, b, c\)"):
         RewardPool(cfg)
+
+
+def test_pool_grades_code_in_the_sandbox(local_ray, eval_data_dir):
+    import json
+
+    with open(eval_data_dir / "humaneval.jsonl") as f:
+        problems = [json.loads(line) for _, line in zip(range(4), f)]
+    cfg = RewardConfig.model_validate({
+        "functions": [{"type": "code", "timeout_s": 60, "params": {"mode": "all", "concurrency": 2}}],
+        "pool": {"num_workers": 2, "num_cpus_per_worker": 0.5, "on_failure": "fail"},
+    })
+    samples = []
+    for i, p in enumerate(problems):
+        samples.append(RewardSample(f"```python\n{p['prompt']}{p['canonical_solution']}```", answer=p, group_id=i))
+        # An operator flipped in the reference solution: the tests must catch it.
+        broken = p["canonical_solution"].replace("<", ">", 1) if "<" in p["canonical_solution"] else "    return None\n"
+        samples.append(RewardSample(f"```python\n{p['prompt']}{broken}```", answer=p, group_id=i))
+    with RewardPool(cfg, name_prefix="test/code") as pool:
+        results = pool.score(samples)
+    assert [r.reward for r in results] == [1.0, 0.0] * len(problems)

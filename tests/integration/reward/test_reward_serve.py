@@ -1,0 +1,167 @@
+"""Rewards on Ray Serve (loopback only): a reward config and a tiny learned reward model behind
+HTTP JSON with @serve.batch, and the reward pool calling such an endpoint as a reward."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
+from reward.registry import RewardResult, RewardSample
+from reward.scorer import RewardScorer, combine
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body, timeout: float = 60) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+REWARD_CFG = {"functions": [{"type": "math", "timeout_s": 3.0}, {"type": "format", "weight": 0.1}]}
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny Qwen2 sequence-classification reward model (random weights, one output)."""
+    import torch
+    from transformers import Qwen2ForSequenceClassification
+
+    from qwen25_rl.models import build_model
+
+    config = build_model("tiny", tokenizer=tiny_tokenizer, seed=0).config
+    config.num_labels = 1
+    torch.manual_seed(0)
+    model = Qwen2ForSequenceClassification(config)
+    out = tmp_path_factory.mktemp("rm")
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def endpoints(local_ray, rm_dir):
+    from ray import serve
+
+    from reward.serve import deploy
+
+    port = _port()
+    common = {"port": port, "num_cpus_per_replica": 0.5, "batch_wait_timeout_s": 0.05}
+    reward_url = deploy(ServeConfig(app_name="rewardfns", route_prefix="/reward", **common), reward_cfg=RewardConfig.model_validate(REWARD_CFG))
+    rm_url = deploy(ServeConfig(app_name="rm", route_prefix="/rm", max_batch_size=16, **common), rm_cfg=RewardModelServeConfig(path=str(rm_dir), micro_batch_size=4))
+    yield {"reward": reward_url, "rm": rm_url}
+    serve.shutdown()
+
+
+def math_samples() -> list[RewardSample]:
+    return [
+        RewardSample(r"so \boxed{12}", answer="12", group_id=0),
+        RewardSample("#### 12", answer="12", group_id=0),
+        RewardSample(r"\boxed{\frac{3}{4}}", answer="0.75", group_id=1),
+        RewardSample("the answer is 7", answer="8", group_id=1),
+        RewardSample("no gold for me", answer=None, group_id=2),
+    ]
+
+
+def test_endpoint_listens_on_loopback_only(endpoints):
+    assert endpoints["reward"].startswith("http://127.0.0.1:")
+
+
+def test_served_reward_config_matches_the_in_process_scorer(endpoints):
+    samples = math_samples()
+    status, body = post(endpoints["reward"], {"samples": [s.to_dict() for s in samples]})
+    assert status == 200
+    cfg = RewardConfig.model_validate(REWARD_CFG)
+    with RewardScorer(cfg) as scorer:
+        want = [combine(s, o, cfg) for s, o in zip(samples, scorer.score_raw(samples))]
+    got = [RewardResult.from_dict(r) for r in body["results"]]
+    assert [(r.reward, r.breakdown, r.status) for r in got] == [(r.reward, r.breakdown, r.status) for r in want]
+    assert got[4].status == "error" and "gold answer" in got[4].error  # raw: no policy applied
+
+
+def test_get_describes_the_endpoint(endpoints):
+    info = get(endpoints["reward"])
+    assert info["kind"] == "reward" and [f["name"] for f in info["functions"]] == ["math", "format"]
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"not json", "request body is not JSON"),
+        ({"items": []}, 'expected a JSON object {"samples": [...]}'),
+        ({"samples": [{"response": "x", "completion": "y"}]}, "samples[0]: unknown key(s) ['completion']"),
+        ({"samples": [{"prompt": "x"}]}, "samples[0]: 'response' must be a string"),
+    ],
+)
+def test_bad_requests_get_400_with_the_reason(endpoints, body, message):
+    status, answer = post(endpoints["reward"], body)
+    assert status == 400 and message in answer["error"]
+
+
+def test_pool_calls_the_endpoint_as_a_reward(endpoints):
+    from reward.pool import RewardPool
+
+    cfg = RewardConfig.model_validate({
+        "functions": [{"type": "reward_model", "name": "remote", "params": {"url": endpoints["reward"], "batch_size": 2}}],
+        "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "drop_group"},
+    })
+    samples = math_samples()
+    with RewardPool(cfg, name_prefix="test/remote") as pool:
+        results = pool.score(samples)
+    assert [r.breakdown.get("remote") for r in results[:4]] == pytest.approx([1.1, 1.0, 1.1, 0.0])
+    # The server's per-sample error comes through as an error, and the pool's policy applies.
+    assert results[4].status == "error" and "served reward at" in results[4].error and results[4].dropped
+
+
+def test_reward_model_endpoint_matches_an_unbatched_forward(endpoints, rm_dir):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    samples = [
+        RewardSample("Paris.", prompt="Capital of France?"),
+        RewardSample("It is 4, because 2 + 2 = 4 and nothing else changes that. " * 3, prompt="2+2?"),
+        RewardSample("", prompt="Say nothing."),
+        RewardSample("def f():\n    return 1\n", prompt="Write f."),
+        RewardSample("ok", prompt=""),
+    ]
+    status, body = post(endpoints["rm"], {"samples": [s.to_dict() for s in samples]})
+    assert status == 200 and all(r["status"] == "ok" for r in body["results"])
+    tok = AutoTokenizer.from_pretrained(rm_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
+    for s, r in zip(samples, body["results"]):
+        text = tok.apply_chat_template([{"role": "user", "content": s.prompt}, {"role": "assistant", "content": s.response}], tokenize=False)
+        with torch.inference_mode():
+            want = model(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
+        assert r["reward"] == pytest.approx(want, abs=1e-4)
+
+
+def test_concurrent_requests_are_scored_in_shared_batches(endpoints):
+    sample = RewardSample("a fine answer", prompt="q").to_dict()
+    before = get(endpoints["rm"])["stats"]
+    with ThreadPoolExecutor(16) as ex:
+        answers = list(ex.map(lambda _: post(endpoints["rm"], {"samples": [sample]}), range(32)))
+    assert all(status == 200 for status, _ in answers)
+    values = {round(body["results"][0]["reward"], 5) for _, body in answers}
+    assert len(values) == 1  # the same sample gets the same reward whatever batch it landed in
+    stats = get(endpoints["rm"])["stats"]
+    assert stats["samples"] - before["samples"] == 32
+    assert stats["batches"] - before["batches"] < 32 and stats["largest_batch"] > 1
