@@ -14,12 +14,15 @@ What one run measures (each variant in a FRESH subprocess, one at a time, never 
   peak       VmHWM (peak RSS) afterwards; "peak extra" = peak - baseline.
 The variants must agree (loss and gradient norms to 1e-4 relative) or the run fails.
 
-Extra pair (`--variants lm`): the language-model loss, naive `F.cross_entropy` on materialised
-logits vs the fused `lm_loss_from_hidden`.
+Also measured: `fused` (`fused_loss_from_hidden`, the path of `policy_loss_from_hidden`: the
+loss is known up front, so each chunk's gradient is formed during forward and its logits are
+never recomputed; rows of T tokens per chunk, as many as fit in --chunk-size tokens), and the
+language-model pair (`--variants lm`): naive `F.cross_entropy` on materialised logits vs the
+fused `lm_loss_from_hidden`.
 
 Usage:
   .venv/bin/python bench/logprob_memory.py                      # issue pair, 1 repeat
-  .venv/bin/python bench/logprob_memory.py --repeats 3 --variants naive chunked naive_ce fused_lm
+  .venv/bin/python bench/logprob_memory.py --repeats 3 --variants all
   .venv/bin/python bench/logprob_memory.py --tokens 256 --vocab 32000   # quick, small
 """
 
@@ -33,8 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("naive", "chunked", "naive_ce", "fused_lm")
-PAIRS = {"chunked": "naive", "fused_lm": "naive_ce"}
+VARIANTS = ("naive", "chunked", "fused", "naive_ce", "fused_lm")
+PAIRS = {"chunked": "naive", "fused": "naive", "fused_lm": "naive_ce"}
 
 
 def _status_kib(field: str) -> int:
@@ -58,7 +61,7 @@ def run_child(args: argparse.Namespace) -> dict:
     import torch.nn.functional as F
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from qwen25_rl.algorithms import lm_loss_from_hidden, token_log_probs_from_hidden
+    from qwen25_rl.algorithms import fused_loss_from_hidden, lm_loss_from_hidden, token_log_probs_from_hidden
 
     torch.set_num_threads(args.threads)
     n, h, v = args.batch * args.tokens, args.hidden, args.vocab
@@ -81,6 +84,13 @@ def run_child(args: argparse.Namespace) -> dict:
     elif args.variant == "chunked":
         log_probs = token_log_probs_from_hidden(hidden, weight, labels, chunk_size=args.chunk_size)
         loss = (log_probs * upstream).sum()
+    elif args.variant == "fused":
+        rows = max(1, args.chunk_size // args.tokens)
+        u = upstream.view(args.batch, args.tokens)
+        loss = fused_loss_from_hidden(
+            hidden.view(args.batch, args.tokens, h), weight, labels.view(args.batch, args.tokens),
+            lambda r, log_probs, entropy: (log_probs * u[r]).sum(), rows_per_chunk=rows,
+        ).loss
     elif args.variant == "naive_ce":
         loss = F.cross_entropy(F.linear(hidden, weight), labels)
     elif args.variant == "fused_lm":

@@ -21,6 +21,12 @@ from qwen25_rl.algorithms.advantages import (
 )
 from qwen25_rl.algorithms.aggregation import LOSS_AGG_MODES, aggregate_token_loss, token_and_sequence_counts
 from qwen25_rl.algorithms.dpo import DPO_LOSSES, dpo_loss, get_dpo_loss, register_dpo_loss
+from qwen25_rl.algorithms.fused import (
+    FusedLossOutput,
+    FusedPolicyLossOutput,
+    fused_loss_from_hidden,
+    policy_loss_from_hidden,
+)
 from qwen25_rl.algorithms.kl import (
     KL_ESTIMATORS,
     get_kl_estimator,
@@ -53,6 +59,8 @@ __all__ = [
     "KL_ESTIMATORS",
     "LOSS_AGG_MODES",
     "POLICY_LOSSES",
+    "FusedLossOutput",
+    "FusedPolicyLossOutput",
     "GroupStats",
     "LossOutput",
     "Registry",
@@ -63,6 +71,7 @@ __all__ = [
     "dpo_loss",
     "dr_grpo_advantages",
     "entropy_from_logits",
+    "fused_loss_from_hidden",
     "get_advantage_estimator",
     "get_dpo_loss",
     "get_kl_estimator",
@@ -75,6 +84,7 @@ __all__ = [
     "lm_loss_from_hidden",
     "masked_mean",
     "policy_loss",
+    "policy_loss_from_hidden",
     "ppo_clip_loss",
     "register_advantage_estimator",
     "register_dpo_loss",

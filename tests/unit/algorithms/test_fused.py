@@ -1,0 +1,112 @@
+"""Fused loss from hidden states: same value and gradient as log-probs + loss through autograd."""
+
+import pytest
+import torch
+
+from qwen25_rl.algorithms import (
+    LOSS_AGG_MODES,
+    fused_loss_from_hidden,
+    policy_loss,
+    policy_loss_from_hidden,
+    token_log_probs_and_entropy_from_hidden,
+)
+
+B, T, H, V = 5, 6, 4, 17
+
+
+def _case(seed):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(B, T, H, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(V, H, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(V, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, V, (B, T), generator=g)
+    old = -3 * torch.rand(B, T, generator=g, dtype=torch.float64)
+    rollout = old + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    ref = old + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    mask = torch.rand(B, T, generator=g) > 0.3
+    mask[1] = False  # an empty response
+    return hidden, weight, bias, labels, old, rollout, ref, adv, mask
+
+
+def _grads(loss, *params):
+    return torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+@pytest.mark.parametrize("rows_per_chunk", [1, 2, 8])
+def test_fused_policy_loss_matches_log_probs_then_policy_loss(mode, rows_per_chunk):
+    hidden, weight, bias, labels, old, rollout, ref, adv, mask = _case(LOSS_AGG_MODES.index(mode))
+    options = dict(loss_agg_mode=mode, clip_low=0.2, clip_high=0.28, dual_clip=3.0, rollout_log_probs=rollout,
+                   ref_log_probs=ref, kl_coef=0.1, entropy_coef=0.02)
+    log_p, entropy = token_log_probs_and_entropy_from_hidden(hidden, weight, labels, bias=bias, temperature=0.8)
+    want = policy_loss(log_p, old, adv, mask, entropy=entropy, **options)
+    got = policy_loss_from_hidden(hidden, weight, labels, old, adv, mask, bias=bias, temperature=0.8,
+                                  rows_per_chunk=rows_per_chunk, **options)
+    assert got.loss.item() == pytest.approx(want.loss.item(), abs=1e-12)
+    for a, b in zip(_grads(got.loss, hidden, weight, bias), _grads(want.loss, hidden, weight, bias)):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert torch.allclose(got.log_probs, log_p.detach(), atol=1e-12)
+    assert torch.allclose(got.entropy, entropy.detach(), atol=1e-12)
+    for name, value in want.metrics.items():
+        assert got.metrics[name].item() == pytest.approx(value.item(), abs=1e-12), name
+
+
+def test_fused_policy_loss_with_global_counts_matches_unfused():
+    hidden, weight, bias, labels, old, _, _, adv, mask = _case(11)
+    log_p, _ = token_log_probs_and_entropy_from_hidden(hidden, weight, labels)
+    want = policy_loss(log_p, old, adv, mask, loss_agg_mode="seq-mean-token-mean", num_seqs=40, num_tokens=99)
+    got = policy_loss_from_hidden(hidden, weight, labels, old, adv, mask, loss_agg_mode="seq-mean-token-mean",
+                                  num_seqs=40, num_tokens=99)
+    assert got.loss.item() == pytest.approx(want.loss.item(), abs=1e-12)
+    assert got.entropy is None
+
+
+def test_sequence_level_loss_is_exact_with_row_chunks():
+    # a GSPO-style loss: per-sequence mean log-ratio, exponentiated; not additive over tokens
+    hidden, weight, _, labels, old, _, _, adv, mask = _case(12)
+    m = mask.double()
+
+    def seq_loss(log_p, rows=slice(None)):
+        mean_ratio = ((log_p - old[rows]) * m[rows]).sum(-1) / m[rows].sum(-1).clamp(min=1)
+        return -(mean_ratio.exp() * adv[rows]).sum() / B
+
+    log_p, _ = token_log_probs_and_entropy_from_hidden(hidden, weight, labels)
+    want = seq_loss(log_p)
+    got = fused_loss_from_hidden(hidden, weight, labels, lambda rows, lp, ent: seq_loss(lp, rows), rows_per_chunk=2)
+    assert got.loss.item() == pytest.approx(want.item(), abs=1e-12)
+    for a, b in zip(_grads(got.loss, hidden, weight), _grads(want, hidden, weight)):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_fused_loss_passes_gradcheck():
+    hidden, weight, bias, labels, old, _, _, adv, mask = _case(13)
+
+    def f(h, w, b):
+        return policy_loss_from_hidden(h, w, labels, old, adv, mask, bias=b, temperature=0.9,
+                                       rows_per_chunk=2, entropy_coef=0.1).loss
+
+    # fast mode (random directional derivatives): every full evaluation runs the policy loss per chunk
+    assert torch.autograd.gradcheck(f, (hidden, weight, bias), fast_mode=True)
+
+
+def test_fused_loss_under_no_grad_gives_the_value_and_log_probs():
+    hidden, weight, _, labels, old, _, _, adv, mask = _case(14)
+    with torch.no_grad():
+        got = policy_loss_from_hidden(hidden, weight, labels, old, adv, mask)
+    log_p, _ = token_log_probs_and_entropy_from_hidden(hidden, weight, labels)
+    assert got.loss.grad_fn is None
+    assert got.loss.item() == pytest.approx(policy_loss(log_p, old, adv, mask).loss.item(), abs=1e-12)
+    assert torch.allclose(got.log_probs, log_p.detach())
+
+
+def test_loss_fn_returning_a_non_scalar_is_rejected():
+    hidden, weight, _, labels, *_ = _case(15)
+    with pytest.raises(ValueError, match="scalar"):
+        fused_loss_from_hidden(hidden, weight, labels, lambda rows, lp, ent: lp)
+
+
+def test_passing_entropy_to_the_fused_policy_loss_is_rejected():
+    hidden, weight, _, labels, old, _, _, adv, mask = _case(16)
+    with pytest.raises(ValueError, match="compute_entropy"):
+        policy_loss_from_hidden(hidden, weight, labels, old, adv, mask, entropy=torch.zeros(B, T))
