@@ -58,7 +58,7 @@ class SandboxConfig:
     """How a pool of sandboxes runs. Defaults are safe: every layer required."""
 
     # Concurrent executions in this process; run() blocks (back-pressure) when all are busy.
-    # 0 = 2 x the CPU count (executions spend much of their time waiting on the kernel).
+    # 0 = 4 x the CPU count (executions spend much of their time waiting on the kernel).
     slots: int = 0
     # Each execution runs under its own unprivileged host uid leased from this range.
     # Leases are machine-wide (flock'ed files in state_dir), so several processes (Ray actors)

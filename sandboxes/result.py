@@ -30,7 +30,7 @@ class ExecResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     wall_s: float = 0.0
-    cpu_s: float = 0.0  # user + system of the reaped process tree (0 if we had to kill it)
+    cpu_s: float = 0.0  # user + system of the whole tree (exact with the cgroup layer, else rusage: a lower bound)
     error: str = ""  # for sandbox-error: what went wrong
     isolation: tuple[str, ...] = ()  # the layers that were active
     missing_layers: tuple[str, ...] = ()  # required layers missing (only with allow_weak_isolation)

@@ -129,3 +129,11 @@ def test_config_refuses_bad_values():
         SandboxConfig(uid_base=10)
     with pytest.raises(ValueError, match="extra_ro_paths"):
         SandboxConfig(extra_ro_paths="/opt/x")
+
+
+def test_cpu_time_counts_the_whole_tree(sandbox):
+    code = "import os, time\npid = os.fork()\nend = time.process_time() + 0.4\nwhile time.process_time() < end:\n    pass\nif pid:\n    os.waitpid(pid, 0)\n"
+    r = sandbox.run(code)
+    assert r.status == Status.OK
+    # two processes each burning 0.4 s of CPU (exact with a cgroup; a lower bound without)
+    assert r.cpu_s >= (0.75 if "cgroup" in r.isolation else 0.35)
