@@ -205,7 +205,8 @@ class PluginReward:
         if self.style not in STYLES:
             raise PluginError(f"unknown style {self.style!r}; known: auto, {', '.join(STYLES)}")
         self.name = spec.path.rpartition(":")[2]
-        self.is_async = inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(getattr(self.fn, "__call__", None))
+        # A callable object counts as async when its class's __call__ is `async def`.
+        self.is_async = inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(getattr(type(self.fn), "__call__", None))  # noqa: B004
         self._named, self._var_kw = _params(self.fn)
         self._check_signature()
 

@@ -164,6 +164,8 @@ class RewardPool:
                         busy.add(w)
                 next_deadline = min(d for _, _, d in running.values())
                 done, _ = ray.wait(list(running), num_returns=1, timeout=max(0.0, next_deadline - time.monotonic()))
+                if done:  # collect everything already finished, so no finished chunk is timed out
+                    done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
                 for ref in done:
                     w, idx, _ = running.pop(ref)
                     busy.discard(w)

@@ -22,6 +22,7 @@ import inspect
 import math
 import threading
 import time
+import typing
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -295,20 +296,14 @@ def params_model_from_signature(fn: Callable, name: str) -> type[BaseModel]:
                 f"(write `def {fn.__name__}(sample, *, {p.name}=...)`); its value comes from the YAML params"
             )
         ann = p.annotation if p.annotation is not inspect.Parameter.empty else Any
-        if isinstance(ann, str):  # `from __future__ import annotations`: resolve lazily
+        if isinstance(ann, str):  # `from __future__ import annotations`: resolve the string
             try:
-                ann = typing_get_type_hints(fn).get(p.name, Any)
-            except Exception:
+                ann = typing.get_type_hints(fn).get(p.name, Any)
+            except Exception:  # an annotation that does not resolve is not checked
                 ann = Any
         default = p.default if p.default is not inspect.Parameter.empty else ...
         fields[p.name] = (ann, default)
     return create_model(f"{name}_params", __base__=_ParamsBase, **fields)
-
-
-def typing_get_type_hints(fn: Callable) -> dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(fn)
 
 
 def register_reward(

@@ -12,7 +12,7 @@ import pytest
 
 from reward.config import RewardConfig
 from reward.isolation import ProcessRewardFunction
-from reward.plugins import PluginError, PluginReward, PluginSpec, detect_style, load_callable, load_plugin
+from reward.plugins import PluginError, PluginSpec, detect_style, load_callable, load_plugin
 from reward.registry import RewardSample
 from reward.scorer import RewardScorer, RewardSetupError
 
