@@ -251,6 +251,31 @@ class ThreadedRewardFunction:
             self._executor = None
 
 
+class InlineRewardFunction:
+    """Calls a bounded-time function directly in the scoring thread (no deadline machinery).
+
+    For pure functions that are linear in the response length (format, length): a thread
+    hand-off per sample would cost more than the function itself, and a deadline could not
+    fire before the function returned anyway.
+    """
+
+    def __init__(self, fn: Callable[[RewardSample], Any], name: str):
+        self.fn = fn
+        self.name = name
+
+    def score_batch(self, samples: list[RewardSample], timeout_s: float) -> list[FunctionOutcome]:
+        out = []
+        for s in samples:
+            try:
+                out.append(coerce_output(self.fn(s), f"reward {self.name!r}"))
+            except Exception as e:  # a reward that raises is data for the caller, not a crash
+                out.append(FunctionOutcome.failed("error", describe_exception(e)))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
 # ---------------------------------------------------------------------------------------------
 # the registry
 
@@ -311,6 +336,7 @@ def register_reward(
     *,
     params: type[BaseModel] | None = None,
     concurrency: int = 1,
+    bounded: bool = False,
     description: str | None = None,
 ):
     """Register a per-sample reward `fn(sample, *, param=default, ...) -> float | RewardOutput | None`.
@@ -319,6 +345,10 @@ def register_reward(
     from them; pass `params=Model` instead to add validators, its fields must be exactly those
     parameters). Raising is fine: the sample is marked error (with the message) and the run's
     failure policy decides what happens.
+
+    By default the function runs in `concurrency` threads with a (soft) per-sample deadline.
+    `bounded=True` declares it pure and fast (linear in the response): it is then called
+    directly, without the thread hand-off.
     """
 
     def deco(fn: Callable) -> Callable:
@@ -334,6 +364,8 @@ def register_reward(
 
         def build(params: BaseModel) -> RewardFunction:
             kwargs = {k: getattr(params, k) for k in type(params).model_fields}
+            if bounded:
+                return InlineRewardFunction(lambda s: fn(s, **kwargs), name)
             return ThreadedRewardFunction(lambda s: fn(s, **kwargs), name, concurrency)
 
         REWARDS[name] = RewardSpec(name, model, build, (description or (fn.__doc__ or "")).strip().split("\n")[0], origin)

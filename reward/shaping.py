@@ -125,7 +125,7 @@ class FormatParams(BaseModel):
         return self
 
 
-@register_reward("format", params=FormatParams)
+@register_reward("format", params=FormatParams, bounded=True)
 def format_reward(
     sample: RewardSample,
     *,
@@ -183,7 +183,7 @@ def response_length(sample: RewardSample, unit: str, tokenizer: str | None) -> i
     return len(_tokenizer(tokenizer)(sample.response, add_special_tokens=False)["input_ids"])
 
 
-@register_reward("length", params=LengthParams)
+@register_reward("length", params=LengthParams, bounded=True)
 def length_reward(
     sample: RewardSample,
     *,

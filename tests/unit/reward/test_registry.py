@@ -72,6 +72,23 @@ def test_one_decorated_function_adds_a_reward_with_params(scratch_reward):
         assert [r.reward for r in scorer.score([RewardSample("a cat"), RewardSample("a dog")])] == [1.0, 0.0]
 
 
+def test_bounded_reward_runs_inline_and_its_exceptions_are_errors(scratch_reward):
+    from reward.registry import InlineRewardFunction
+
+    @scratch_reward("test_bounded", bounded=True)
+    def picky(sample):
+        if not sample.response:
+            raise ValueError("empty response")
+        return 1.0
+
+    cfg = cfg_of({"type": "test_bounded"})
+    with RewardScorer(cfg) as scorer:
+        assert isinstance(scorer.functions[0][1], InlineRewardFunction)
+        ok, bad = scorer.score([RewardSample("x"), RewardSample("")], on_failure="zero")
+    assert (ok.reward, ok.status) == (1.0, "ok")
+    assert (bad.reward, bad.status) == (0.0, "error") and "ValueError: empty response" in bad.error
+
+
 def test_registered_params_are_validated_with_their_types(scratch_reward):
     @scratch_reward("test_typed")
     def typed(sample, *, n: int = 1):
