@@ -148,7 +148,9 @@ class CustomParams(_Section):
     def _resolvable(cls, v: str) -> str:
         # Existence is checked now and the path made absolute, so workers whose current
         # folder differs (Ray actors, Serve replicas) find the same file. Nothing is imported
-        # yet: that happens when the scorer starts (still before the first step).
+        # yet: that happens when the scorer starts (still before the first step). On a
+        # multi-node cluster the file must exist at that path on every node (a shared
+        # folder), or use the 'package.module:fn' form with the package installed there.
         from reward.plugins import resolve_spec
 
         return resolve_spec(v)
