@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import select
 import selectors
 import signal
 import subprocess
@@ -234,6 +234,11 @@ class Sandbox:
                 # The tree's memory: the code's limit, the tmpfs it may fill, and the grader.
                 mem = (limits.memory_mb + limits.tmpfs_mb + 64) * 1024 * 1024
                 cg_run = self.cgroups.prepare(uid, mem, limits.max_processes + 4)
+            hold = cg_run is not None and "namespaces" in self.layout.layers
+            if hold:
+                info_r, fds["info"] = os.pipe()
+                fds["block"], block_w = os.pipe()
+                fds_to_close += [info_r, fds["info"], fds["block"], block_w]
             argv = self.layout.command(uid, limits, fds, file_fds, mode, cg_run.procs_files if cg_run else None)
             if "namespaces" not in self.layout.layers and file_items:
                 return self._error("files= needs the namespaces layer (a private /tmp)")
@@ -253,10 +258,24 @@ class Sandbox:
             except OSError as e:
                 return self._error(f"could not start the sandbox: {e}")
             # Our copies of the child's fds go now, so EOF on the pipes means the tree is done.
+            keep = {chan_r} | ({info_r, block_w} if hold else set())
             for fd in fds_to_close:
-                if fd != chan_r:
+                if fd not in keep:
                     os.close(fd)
-            fds_to_close = [chan_r]
+            fds_to_close = list(keep)
+            if hold:
+                why = self._join_cgroup(proc, info_r, block_w, cg_run, t0 + limits.timeout_s)
+                for fd in (info_r, block_w):
+                    os.close(fd)
+                    fds_to_close.remove(fd)
+                if why:
+                    clean = not self._cleanup(uid, proc, cg_run)
+                    self._reap(proc)
+                    os.close(chan_r)
+                    fds_to_close = []
+                    for f in (proc.stdout, proc.stderr):
+                        f.close()
+                    return self._error(why)
             out, err, chan, killed_for = self._pump(proc, chan_r, limits, t0 + limits.timeout_s)
             fds_to_close = []
             wall = time.monotonic() - t0
@@ -288,6 +307,48 @@ class Sandbox:
                 else:
                     self._clean_uids.discard(lease.uid)
                     self.leases.quarantine(lease)
+
+    @staticmethod
+    def _join_cgroup(proc, info_r: int, block_w: int, cg_run, deadline: float) -> str | None:
+        """Move bwrap and its namespace init (held on --block-fd) into the execution's cgroup,
+        then let it go on. Everything the execution starts later inherits the cgroup."""
+        data = b""
+        info = None
+        while info is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "bwrap did not report its child in time"
+            r, _, _ = select.select([info_r], [], [], left)
+            if not r:
+                continue
+            chunk = os.read(info_r, 4096)
+            if not chunk:
+                err = b""
+                try:
+                    err = proc.stderr.read1(4096) if hasattr(proc.stderr, "read1") else b""
+                except OSError:
+                    pass
+                return "the sandbox did not start: " + (err.decode(errors="replace").strip() or "bwrap exited")
+            data += chunk
+            try:
+                info = json.loads(data)
+            except ValueError:
+                continue
+        child = info.get("child-pid") if isinstance(info, dict) else None
+        if not isinstance(child, int):
+            return f"bwrap reported no child pid: {data[:200]!r}"
+        try:
+            for procs in cg_run.procs_files:
+                for pid in (proc.pid, child):
+                    with open(procs, "w") as f:
+                        f.write(str(pid))
+        except OSError as e:
+            return f"could not move the execution into its cgroup: {e}"
+        try:
+            os.write(block_w, b"g")
+        except OSError as e:
+            return f"could not release the sandbox: {e}"
+        return None
 
     def _pump(self, proc, chan_r: int, limits: Limits, deadline: float):
         """Read stdout, stderr and the channel until EOF on all, a cap, or the deadline."""

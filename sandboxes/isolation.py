@@ -135,8 +135,9 @@ class Layout:
         """argv for one execution. fds: harness, job, chan, secret, seccomp (ints or -1)."""
         cfg = self.config
         argv: list[str] = []
-        if cgroup_procs:
-            # Join the execution's cgroup(s) before anything runs, then become the sandbox.
+        if cgroup_procs and "namespaces" not in self.layers:
+            # No bwrap to hold the start for us (see block-fd below): join the execution's
+            # cgroup(s) from a shell before anything runs, then become the execution.
             script = "".join(f'echo $$ > "{p}" && ' for p in cgroup_procs) + 'exec "$@"'
             argv += ["/bin/sh", "-c", script, "sh"]
         if "uid" in self.layers and uid is not None:
@@ -164,6 +165,10 @@ class Layout:
                 "--die-with-parent", "--new-session",
                 "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
             ]
+            if fds.get("info", -1) >= 0:
+                # bwrap reports its namespace init's pid on the info fd and then waits on the
+                # block fd: the parent moves both processes into the cgroup before anything runs.
+                argv += ["--info-fd", str(fds["info"]), "--block-fd", str(fds["block"])]
             for kind, path in self.ro_binds:
                 if kind == "bind":
                     argv += ["--ro-bind", path, path]
