@@ -2,9 +2,11 @@
 
 The fast paths (extraction, exact text, exact rationals) run in the caller's process: they
 are bounded-time and decide most GSM8K-style answers without any IPC. Pairs that need sympy
-go to worker processes. A worker that has not answered by the deadline is killed (SIGKILL:
-sympy can sit inside one C call for minutes, where no signal handler runs) and replaced; the
-sample is reported with status ``timeout``, never as a silent False.
+go to worker processes. Inside a worker, a SIGALRM deadline at 80% of the budget ends slow
+sympy work cleanly; a worker that still has not answered at the deadline is killed (SIGKILL:
+C code that ignores signals, such as GMP arithmetic when sympy runs on gmpy2 or a regex
+backtracking, never reaches a Python handler) and replaced. Either way the sample is
+reported with status ``timeout``, never as a silent False.
 
 Workers are forks of a zygote process (`reward.math_zygote`) that has sympy and math-verify
 loaded, so a replacement is ready in milliseconds, no worker inherits the caller's threads,
