@@ -137,3 +137,23 @@ def test_cpu_time_counts_the_whole_tree(sandbox):
     assert r.status == Status.OK
     # two processes each burning 0.4 s of CPU (exact with a cgroup; a lower bound without)
     assert r.cpu_s >= (0.75 if "cgroup" in r.isolation else 0.35)
+
+
+def test_without_root_the_uid_layer_is_missing_and_named(monkeypatch):
+    from sandboxes import isolation
+
+    monkeypatch.setattr(isolation.os, "geteuid", lambda: 1000)
+    with pytest.raises(IsolationUnavailable, match="uid") as e:
+        Sandbox(SandboxConfig())
+    assert "own uid" in str(e.value)
+
+
+def test_an_architecture_without_a_seccomp_table_is_missing_seccomp(monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from sandboxes import seccomp
+
+    monkeypatch.setattr(seccomp, "machine_arch", lambda: "riscv64")
+    with pytest.raises(IsolationUnavailable, match="seccomp") as e:
+        Sandbox(SandboxConfig())
+    assert "riscv64" in str(e.value)
