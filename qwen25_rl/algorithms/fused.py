@@ -66,9 +66,14 @@ def fused_loss_from_hidden(
     temperature: float = 1.0,
     rows_per_chunk: int = 1,
     with_entropy: bool = False,
+    response_mask: Tensor | None = None,
 ) -> FusedLossOutput:
     """sum over row chunks of loss_fn(rows, log p(labels), entropy), from `hidden` [B, T, H] and
-    the output projection `weight` [V, H]; see the module doc for the contract on `loss_fn`."""
+    the output projection `weight` [V, H]; see the module doc for the contract on `loss_fn`.
+
+    Positions where `response_mask` [B, T] is false are not scored (no logits, any label): their
+    log-prob and entropy are 0 and they receive no gradient.
+    """
     if hidden.dim() != 3:
         raise ValueError(f"hidden must be [batch, tokens, hidden], got shape {tuple(hidden.shape)}")
     if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
@@ -82,14 +87,21 @@ def fused_loss_from_hidden(
         raise ValueError(f"bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},)")
     if rows_per_chunk <= 0:
         raise ValueError(f"rows_per_chunk must be positive, got {rows_per_chunk}")
-    _check_inputs(labels, hidden.shape[:-1], weight.shape[0], temperature, rows_per_chunk)
+    if response_mask is None:
+        mask = torch.ones(labels.shape, dtype=torch.bool, device=labels.device)
+    elif response_mask.shape != labels.shape:
+        raise ValueError(f"response_mask has shape {tuple(response_mask.shape)}, expected {tuple(labels.shape)}")
+    else:
+        mask = response_mask != 0
+    safe_labels = torch.where(mask, labels, torch.zeros((), dtype=labels.dtype, device=labels.device))
+    _check_inputs(safe_labels, hidden.shape[:-1], weight.shape[0], temperature, rows_per_chunk)
     cdtype = _compute_dtype(hidden.dtype)
     log_probs = torch.empty(labels.shape, dtype=cdtype, device=hidden.device)
     entropy = torch.empty(labels.shape, dtype=cdtype, device=hidden.device) if with_entropy else None
     # Decided here: inside Function.forward autograd is always off.
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     loss = _FusedLossFromHidden.apply(
-        hidden, weight, bias, labels, loss_fn, float(temperature), int(rows_per_chunk), need_grad,
+        hidden, weight, bias, safe_labels, mask, loss_fn, float(temperature), int(rows_per_chunk), need_grad,
         log_probs, entropy,
     )
     return FusedLossOutput(loss, log_probs, entropy)
@@ -97,14 +109,15 @@ def fused_loss_from_hidden(
 
 class _FusedLossFromHidden(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, loss_fn, temperature, rows_per_chunk, need_grad,
+    def forward(ctx, hidden, weight, bias, labels, mask, loss_fn, temperature, rows_per_chunk, need_grad,
                 log_probs_out, entropy_out):
         batch, length, width = hidden.shape
         vocab = weight.shape[0]
         cdtype = log_probs_out.dtype
         with_entropy = entropy_out is not None
         need_hidden, need_weight, need_bias = (need_grad and bool(x) for x in ctx.needs_input_grad[:3])
-        grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_hidden else None
+        # zeros: positions outside the mask get no gradient
+        grad_hidden = torch.zeros(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=cdtype, device=weight.device) if need_weight else None
         grad_bias = torch.zeros(vocab, dtype=cdtype, device=weight.device) if need_bias else None
         total = torch.zeros((), dtype=cdtype, device=hidden.device)
@@ -115,9 +128,11 @@ class _FusedLossFromHidden(torch.autograd.Function):
         for r0 in range(0, batch, rows_per_chunk):
             r1 = min(r0 + rows_per_chunk, batch)
             rows = slice(r0, r1)
-            h = hidden[rows].reshape(-1, width)
-            y = labels[rows].reshape(-1).long()
+            picked = mask[rows].reshape(-1).nonzero().squeeze(-1)  # response positions of these rows
+            h = hidden[rows].reshape(-1, width).index_select(0, picked)
+            y = labels[rows].reshape(-1)[picked].long()
             n = h.shape[0]
+            cells = (r1 - r0) * length
             z = logits_buffer[:n]
             torch.matmul(h, weight.t(), out=z)
             if bias is not None:
@@ -142,8 +157,12 @@ class _FusedLossFromHidden(torch.autograd.Function):
                 # H = -sum_j p_j log p_j = log S - sum_j p_j (s_j - m)
                 chunk_entropy = log_sum - (p * shifted).sum(dim=-1)
 
-            lp_leaf = chunk_log_p.view(r1 - r0, length).detach().requires_grad_(need_grad)
-            ent_leaf = chunk_entropy.view(r1 - r0, length).detach().requires_grad_(need_grad) if with_entropy else None
+            def spread(values: Tensor) -> Tensor:  # [n] picked values -> [rows, T], 0 elsewhere
+                full = torch.zeros(cells, dtype=cdtype, device=hidden.device)
+                return full.index_copy_(0, picked, values).view(r1 - r0, length)
+
+            lp_leaf = spread(chunk_log_p).requires_grad_(need_grad)
+            ent_leaf = spread(chunk_entropy).requires_grad_(need_grad) if with_entropy else None
             with torch.enable_grad():
                 chunk_loss = loss_fn(rows, lp_leaf, ent_leaf)
                 if not isinstance(chunk_loss, Tensor) or chunk_loss.dim() != 0:
@@ -153,14 +172,14 @@ class _FusedLossFromHidden(torch.autograd.Function):
                     leaves = [lp_leaf] + ([ent_leaf] if with_entropy else [])
                     grads = torch.autograd.grad(chunk_loss, leaves, allow_unused=True) + (None,)
             total += chunk_loss.detach().to(cdtype)
-            log_probs_out[rows] = chunk_log_p.view(r1 - r0, length)
+            log_probs_out[rows] = lp_leaf.detach()
             if with_entropy:
-                entropy_out[rows] = chunk_entropy.view(r1 - r0, length)
-            if not need_grad:
+                entropy_out[rows] = ent_leaf.detach()
+            if not need_grad or n == 0:
                 continue
 
-            g_lp = grads[0].reshape(-1) if grads[0] is not None else torch.zeros_like(chunk_log_p)
-            g_h = grads[1].reshape(-1) if grads[1] is not None else None
+            g_lp = grads[0].reshape(-1)[picked] if grads[0] is not None else torch.zeros_like(chunk_log_p)
+            g_h = grads[1].reshape(-1)[picked] if grads[1] is not None else None
             if g_h is not None:
                 # coef_j = -g - g_H (log p_j + H), log p_j = (s_j - m) - log S
                 coef = shifted.sub_(log_sum.unsqueeze(-1)).add_(chunk_entropy.unsqueeze(-1))
@@ -173,7 +192,7 @@ class _FusedLossFromHidden(torch.autograd.Function):
                 grad_s.div_(temperature)
             grad_z = grad_s.to(weight.dtype)
             if need_hidden:
-                torch.matmul(grad_z, weight, out=grad_hidden[rows].view(-1, width))
+                grad_hidden[rows].view(-1, width).index_copy_(0, picked, grad_z @ weight)
             if need_weight:
                 grad_weight.addmm_(grad_z.t().to(cdtype), h.to(cdtype))
             if need_bias:
@@ -197,7 +216,7 @@ class _FusedLossFromHidden(torch.autograd.Function):
             return grad if unit else grad * grad_output.to(grad.dtype)
 
         grad_hidden, grad_weight, grad_bias = ctx.precomputed
-        return scaled(grad_hidden), scaled(grad_weight), scaled(grad_bias), None, None, None, None, None, None, None
+        return (scaled(grad_hidden), scaled(grad_weight), scaled(grad_bias)) + (None,) * 8
 
 
 def policy_loss_from_hidden(
@@ -226,7 +245,8 @@ def policy_loss_from_hidden(
     states, output projection and labels [B, T] instead of the log-probs. The normalising counts
     default to this batch's own, fixed for all chunks. `compute_entropy` (implied by a non-zero
     `entropy_coef`) adds the entropy term and metric at the cost of one more [chunk, V] buffer.
-    The result also carries the per-token `log_probs` and `entropy` ([B, T], detached), which a
+    Padding positions (outside `response_mask`) are not scored at all. The result also carries
+    the per-token `log_probs` and `entropy` ([B, T], detached), which a
     worker needs anyway (e.g. as the old log-probs of the next PPO epoch).
     """
     if response_mask.shape != labels.shape:
@@ -255,7 +275,7 @@ def policy_loss_from_hidden(
 
     fused = fused_loss_from_hidden(
         hidden, weight, labels, chunk_loss, bias=bias, temperature=temperature,
-        rows_per_chunk=rows_per_chunk, with_entropy=with_entropy,
+        rows_per_chunk=rows_per_chunk, with_entropy=with_entropy, response_mask=response_mask,
     )
     # Metrics over the whole batch, from the detached log-probs (elementwise work on [B, T]).
     with torch.no_grad():

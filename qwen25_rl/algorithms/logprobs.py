@@ -38,13 +38,16 @@ def token_log_probs(
     *,
     temperature: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    response_mask: Tensor | None = None,
 ) -> Tensor:
     """log softmax(logits / temperature)[..., labels]: shape `labels.shape`, float32 or wider.
 
     `logits` [..., V] and `labels` [...] are aligned (labels[..., t] is the token scored by
-    logits[..., t]; the caller shifts). Every label must be in [0, V).
+    logits[..., t]; the caller shifts). Every label must be in [0, V), except where
+    `response_mask` (optional, `labels.shape`) is false: there the result is 0 and the label is
+    not looked at (padding ids such as -100 are fine).
     """
-    return _LogProbsFromLogits.apply(logits, labels, float(temperature), int(chunk_size), False)[0]
+    return _from_logits(logits, labels, temperature, chunk_size, response_mask, with_entropy=False)[0]
 
 
 def token_log_probs_and_entropy(
@@ -53,10 +56,11 @@ def token_log_probs_and_entropy(
     *,
     temperature: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    response_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(log-probs of `labels`, entropy of softmax(logits / temperature)), both `labels.shape`."""
-    log_probs, entropy = _LogProbsFromLogits.apply(logits, labels, float(temperature), int(chunk_size), True)
-    return log_probs, entropy
+    """(log-probs of `labels`, entropy of softmax(logits / temperature)), both `labels.shape`,
+    0 where `response_mask` is false."""
+    return _from_logits(logits, labels, temperature, chunk_size, response_mask, with_entropy=True)
 
 
 def entropy_from_logits(logits: Tensor, *, temperature: float = 1.0, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
@@ -73,14 +77,16 @@ def token_log_probs_from_hidden(
     bias: Tensor | None = None,
     temperature: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    response_mask: Tensor | None = None,
 ) -> Tensor:
     """Log-probs of `labels` under softmax((hidden @ weight.T + bias) / temperature), chunked.
 
     `hidden` [..., H] are the last hidden states (after the final norm), `weight` [V, H] the
     output projection (`lm_head.weight`, tied or not), `labels` [...] aligned with `hidden`.
-    Peak extra memory is a few [chunk_size, V] buffers instead of [..., V] logits.
+    Peak extra memory is a few [chunk_size, V] buffers instead of [..., V] logits. Positions where
+    `response_mask` is false are skipped entirely (no logits are computed for padding) and get 0.
     """
-    return _LogProbsFromHidden.apply(hidden, weight, bias, labels, float(temperature), int(chunk_size), False)[0]
+    return _from_hidden(hidden, weight, bias, labels, temperature, chunk_size, response_mask, with_entropy=False)[0]
 
 
 def token_log_probs_and_entropy_from_hidden(
@@ -91,12 +97,44 @@ def token_log_probs_and_entropy_from_hidden(
     bias: Tensor | None = None,
     temperature: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    response_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(log-probs, entropy) from hidden states and the output projection; see above."""
-    log_probs, entropy = _LogProbsFromHidden.apply(
-        hidden, weight, bias, labels, float(temperature), int(chunk_size), True
-    )
-    return log_probs, entropy
+    return _from_hidden(hidden, weight, bias, labels, temperature, chunk_size, response_mask, with_entropy=True)
+
+
+def _from_logits(logits, labels, temperature, chunk_size, response_mask, *, with_entropy):
+    if response_mask is None:
+        return _LogProbsFromLogits.apply(logits, labels, float(temperature), int(chunk_size), with_entropy)
+    mask = _check_response_mask(response_mask, labels)
+    safe_labels = torch.where(mask, labels, torch.zeros((), dtype=labels.dtype, device=labels.device))
+    # Rows of the given logits are scored in place; selecting the masked rows would copy them.
+    log_p, entropy = _LogProbsFromLogits.apply(logits, safe_labels, float(temperature), int(chunk_size), with_entropy)
+    zero = torch.zeros((), dtype=log_p.dtype, device=log_p.device)
+    return torch.where(mask, log_p, zero), (torch.where(mask, entropy, zero) if entropy is not None else None)
+
+
+def _from_hidden(hidden, weight, bias, labels, temperature, chunk_size, response_mask, *, with_entropy):
+    args = (float(temperature), int(chunk_size), with_entropy)
+    if response_mask is None:
+        return _LogProbsFromHidden.apply(hidden, weight, bias, labels, *args)
+    mask = _check_response_mask(response_mask, labels)
+    rows = mask.reshape(-1).nonzero().squeeze(-1)
+    # Only the masked-in rows reach the vocabulary-sized work; the row copy is [n, H], small.
+    picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)
+    log_p, entropy = _LogProbsFromHidden.apply(picked, weight, bias, labels.reshape(-1)[rows], *args)
+
+    def scatter(values: Tensor) -> Tensor:
+        full = torch.zeros(labels.numel(), dtype=values.dtype, device=values.device)
+        return full.index_copy(0, rows, values).view(labels.shape)
+
+    return scatter(log_p), (scatter(entropy) if entropy is not None else None)
+
+
+def _check_response_mask(response_mask: Tensor, labels: Tensor) -> Tensor:
+    if response_mask.shape != labels.shape:
+        raise ValueError(f"response_mask has shape {tuple(response_mask.shape)}, expected {tuple(labels.shape)}")
+    return response_mask if response_mask.dtype == torch.bool else response_mask != 0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -39,7 +39,9 @@ def test_fused_policy_loss_matches_log_probs_then_policy_loss(mode, rows_per_chu
     hidden, weight, bias, labels, old, rollout, ref, adv, mask = _case(LOSS_AGG_MODES.index(mode))
     options = dict(loss_agg_mode=mode, clip_low=0.2, clip_high=0.28, dual_clip=3.0, rollout_log_probs=rollout,
                    ref_log_probs=ref, kl_coef=0.1, entropy_coef=0.02)
-    log_p, entropy = token_log_probs_and_entropy_from_hidden(hidden, weight, labels, bias=bias, temperature=0.8)
+    log_p, entropy = token_log_probs_and_entropy_from_hidden(
+        hidden, weight, labels, bias=bias, temperature=0.8, response_mask=mask
+    )
     want = policy_loss(log_p, old, adv, mask, entropy=entropy, **options)
     got = policy_loss_from_hidden(hidden, weight, labels, old, adv, mask, bias=bias, temperature=0.8,
                                   rows_per_chunk=rows_per_chunk, **options)
@@ -94,10 +96,20 @@ def test_fused_loss_under_no_grad_gives_the_value_and_log_probs():
     hidden, weight, _, labels, old, _, _, adv, mask = _case(14)
     with torch.no_grad():
         got = policy_loss_from_hidden(hidden, weight, labels, old, adv, mask)
-    log_p, _ = token_log_probs_and_entropy_from_hidden(hidden, weight, labels)
+    log_p, _ = token_log_probs_and_entropy_from_hidden(hidden, weight, labels, response_mask=mask)
     assert got.loss.grad_fn is None
     assert got.loss.item() == pytest.approx(policy_loss(log_p, old, adv, mask).loss.item(), abs=1e-12)
     assert torch.allclose(got.log_probs, log_p.detach())
+
+
+def test_padding_positions_are_not_scored_and_get_no_gradient():
+    hidden, weight, _, labels, old, _, _, adv, mask = _case(17)
+    padded = labels.masked_fill(~mask, -100)  # padding ids outside the vocabulary are fine
+    got = policy_loss_from_hidden(hidden, weight, padded, old, adv, mask, compute_entropy=True)
+    grad = torch.autograd.grad(got.loss, hidden)[0]
+    assert torch.equal(got.log_probs[~mask], torch.zeros(int((~mask).sum()), dtype=torch.float64))
+    assert torch.equal(got.entropy[~mask], torch.zeros(int((~mask).sum()), dtype=torch.float64))
+    assert torch.equal(grad[~mask], torch.zeros(int((~mask).sum()), H, dtype=torch.float64))
 
 
 def test_loss_fn_returning_a_non_scalar_is_rejected():

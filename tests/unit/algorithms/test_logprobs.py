@@ -150,3 +150,41 @@ def test_hidden_and_weight_of_different_width_are_rejected():
 def test_non_positive_temperature_is_rejected():
     with pytest.raises(ValueError, match="temperature must be positive"):
         token_log_probs(torch.randn(2, 5), torch.zeros(2, dtype=torch.long), temperature=0.0)
+
+
+def test_masked_positions_score_zero_and_may_hold_padding_labels():
+    torch.manual_seed(5)
+    logits = torch.randn(2, 4, 9, dtype=torch.float64)
+    labels = torch.randint(0, 9, (2, 4))
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    padded = labels.masked_fill(~mask, -100)
+    log_p, entropy = token_log_probs_and_entropy(logits, padded, response_mask=mask)
+    want_lp, want_h = _reference(logits, labels)
+    assert torch.equal(log_p[~mask], torch.zeros(3, dtype=torch.float64))
+    assert torch.allclose(log_p[mask], want_lp[mask]) and torch.allclose(entropy[mask], want_h[mask])
+
+
+def test_hidden_path_skips_masked_positions_in_value_gradient_and_work():
+    torch.manual_seed(6)
+    hidden = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 11, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        log_p, entropy = token_log_probs_and_entropy_from_hidden(
+            hidden, weight, labels.masked_fill(~mask, -100), response_mask=mask
+        )
+    assert (4, 4) in saved and (10, 4) not in saved  # only the 4 response rows were scored
+    want_lp, want_h = _reference(hidden @ weight.T, labels)
+    want_lp, want_h = want_lp * mask, want_h * mask
+    assert torch.allclose(log_p, want_lp) and torch.allclose(entropy, want_h)
+    grads = torch.autograd.grad((log_p + entropy).sum(), (hidden, weight))
+    want = torch.autograd.grad((want_lp + want_h).sum(), (hidden, weight))
+    assert torch.allclose(grads[0], want[0]) and torch.allclose(grads[1], want[1])
+    assert torch.equal(grads[0][~mask], torch.zeros(6, 4, dtype=torch.float64))
