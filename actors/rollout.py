@@ -276,6 +276,9 @@ class RolloutWorker(DistributedWorker):
         completions = self.engine.generate(prompts, settings)
         return completions_to_batch(completions, prompts, self.version, self.pad_id)
 
+    def get_version(self) -> int:
+        return self.version
+
     def update_weights(self, version: int, weights: list[tuple[str, torch.Tensor]]) -> int:
         """Load new weights (HF parameter names) and adopt their policy version."""
         self.engine.load_weights(weights)

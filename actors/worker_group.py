@@ -19,8 +19,9 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from qwen25_rl.batch import TensorBatch
 
 
-class PlacementError(RuntimeError):
-    """The cluster cannot place a worker group."""
+class PlacementError(ValueError):
+    """The cluster cannot place a worker group (a configuration to change, hence ValueError:
+    the CLI reports it as a message, not a traceback)."""
 
 
 def _fmt(res: dict[str, float]) -> str:

@@ -106,6 +106,18 @@ class RunDir:
     def metrics_writer(self, tensorboard: bool = False) -> MetricsWriter:
         return MetricsWriter(self.path, tensorboard=tensorboard)
 
+    def truncate_metrics(self, last_step: int) -> int:
+        """Drop metric rows after `last_step` (a resumed run re-logs them; a fresh start in an
+        existing folder passes 0). Returns how many rows were dropped."""
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return 0
+        rows = read_metrics(path)
+        keep = [r for r in rows if r.get("step", 0) <= last_step]
+        if len(keep) != len(rows):
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+        return len(rows) - len(keep)
+
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints / f"step_{step}"
 

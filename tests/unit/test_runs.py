@@ -50,3 +50,13 @@ def test_latest_checkpoint_ignores_incomplete_ones(tmp_path):
         if complete:
             (d / "COMPLETE").touch()
     assert run.latest_checkpoint().name == "step_10"
+
+
+def test_truncate_metrics_keeps_rows_up_to_resume_step(tmp_path):
+    run = RunDir.create(StageConfig(), tmp_path, "r5")
+    w = run.metrics_writer()
+    for step in (1, 2, 3, 4):
+        w.log(step, {"x": step})
+    w.close()
+    assert run.truncate_metrics(2) == 2
+    assert [r["step"] for r in read_metrics(run.path / "metrics.jsonl")] == [1, 2]

@@ -1,0 +1,139 @@
+"""The workers of an online-RL run and what the controller asks of them.
+
+`RLCluster` builds the policy, reference (only when a KL term needs it) and rollout worker
+groups from a GRPO config, wires the weight-sync transport, and offers the controller a few
+verbs: generate, score, train, sync, save, load. Each verb fans out to the right group; the
+controller never touches an actor directly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from actors.policy import LossSettings, PolicyWorker, ReferenceWorker, TrainSettings
+from actors.rollout import RolloutWorker, SamplingSettings
+from actors.weight_sync import get_weight_sync
+from actors.worker_group import WorkerGroup
+from qwen25_rl.batch import TensorBatch
+
+
+@dataclass
+class PendingRollout:
+    """Generation in flight on the rollout workers (one-step-off-policy overlaps it with training)."""
+
+    refs: list[ray.ObjectRef]
+    prompt_slices: list[tuple[int, int]]
+    started: float
+
+
+class RLCluster:
+    def __init__(self, cfg, model_path: str, *, name: str = "grpo"):
+        self.cfg = cfg
+        self.model_path = model_path
+        self.groups: list[WorkerGroup] = []
+        try:
+            self._build(name)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _build(self, name: str) -> None:
+        cfg = self.cfg
+        p = cfg.policy
+        settings = TrainSettings(
+            strategy=p.strategy, zero_stage=p.zero_stage, micro_batch_size=p.micro_batch_size,
+            lr=cfg.optimizer.lr, betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps,
+            weight_decay=cfg.optimizer.weight_decay, grad_clip=cfg.optimizer.grad_clip, bf16=p.bf16,
+            gradient_checkpointing=cfg.model.gradient_checkpointing, chunk_size=p.chunk_size, seed=cfg.seed,
+        )  # fmt: skip
+        common = {"strategy": cfg.ray.placement_strategy, "placement_timeout_s": cfg.ray.placement_timeout_s}
+        self.policy = self._add(WorkerGroup(
+            PolicyWorker, p.num_workers, name=f"{name}/policy", num_cpus=p.num_cpus_per_worker, num_gpus=p.num_gpus_per_worker,
+            init_kwargs={"model_path": self.model_path, "settings": settings, "torch_threads": p.torch_threads},
+            env_vars={"DS_ACCELERATOR": "cuda" if p.num_gpus_per_worker else "cpu"}, **common,
+        ))  # fmt: skip
+        self.reference = None
+        if cfg.algorithm.kl_coef > 0:
+            r = cfg.reference
+            self.reference = self._add(WorkerGroup(
+                ReferenceWorker, r.num_workers, name=f"{name}/reference", num_cpus=r.num_cpus_per_worker,
+                num_gpus=r.num_gpus_per_worker, distributed=False, init_kwargs={"model_path": self.model_path}, **common,
+            ))  # fmt: skip
+        ro = cfg.rollout
+        engine_kwargs: dict[str, Any] = {"max_model_len": ro.max_model_len, "seed": cfg.seed}
+        if ro.engine == "vllm":
+            engine_kwargs |= {"kv_cache_gib": ro.kv_cache_gib, "gpu_memory_utilization": ro.gpu_memory_utilization}
+        self.rollout = self._add(WorkerGroup(
+            RolloutWorker, ro.num_workers, name=f"{name}/rollout", num_cpus=ro.num_cpus_per_worker,
+            num_gpus=ro.num_gpus_per_worker, distributed=False,
+            init_kwargs={"engine": ro.engine, "model_path": self.model_path, "engine_kwargs": engine_kwargs,
+                         "torch_threads": ro.torch_threads},
+            **common,
+        ))  # fmt: skip
+        # Models load in parallel on every group.
+        refs = self.policy.run_async("init_model") + (self.reference.run_async("init_model") if self.reference else [])
+        self.num_parameters = ray.get(refs)[0]
+        ws = cfg.weight_sync
+        self.sync = get_weight_sync(ws.transport, **({"bucket_mb": ws.bucket_mb} if ws.transport == "broadcast" else {}))
+        self.sync.setup(self.policy, self.rollout)
+
+    def _add(self, group: WorkerGroup) -> WorkerGroup:
+        self.groups.append(group)
+        return group
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate_async(self, prompts: list[list[int]], settings: SamplingSettings) -> PendingRollout:
+        """Spread prompts over the rollout workers in contiguous slices."""
+        n, k = len(prompts), len(self.rollout.workers)
+        bounds = [(i * n // k, (i + 1) * n // k) for i in range(k)]
+        refs = [w.generate.remote(prompts[a:b], settings) for w, (a, b) in zip(self.rollout.workers, bounds) if b > a]
+        return PendingRollout(refs, [(a, b) for a, b in bounds if b > a], time.perf_counter())
+
+    def collect(self, pending: PendingRollout) -> tuple[TensorBatch, float]:
+        """The finished generation as one batch (prompt_index relative to the prompt list), and
+        the seconds from start to the last worker's answer."""
+        parts = ray.get(pending.refs)
+        seconds = time.perf_counter() - pending.started
+        for part, (a, _) in zip(parts, pending.prompt_slices):
+            part.meta["prompt_index"] = [a + i for i in part.meta["prompt_index"]]
+        return TensorBatch.cat(parts), seconds
+
+    # -- scoring, training, sync ---------------------------------------------------------------
+
+    def policy_log_probs(self, batch: TensorBatch, temperature: float, with_entropy: bool = False) -> TensorBatch:
+        parts = self.policy.run_sharded("log_probs", batch, temperature=temperature,
+                                        micro_batch_size=self.cfg.policy.micro_batch_size, with_entropy=with_entropy)  # fmt: skip
+        return TensorBatch.cat(parts)
+
+    def reference_log_probs(self, batch: TensorBatch, temperature: float) -> TensorBatch:
+        if self.reference is None:
+            raise RuntimeError("no reference workers: algorithm.kl_coef is 0")
+        parts = self.reference.run_sharded("log_probs", batch, temperature=temperature, micro_batch_size=self.cfg.reference.micro_batch_size)
+        return TensorBatch.cat(parts)
+
+    def train(self, batch: TensorBatch, loss: LossSettings, lr: float, seed: int) -> dict[str, float]:
+        return self.policy.run_sharded("train", batch, loss=loss, lr=lr, seed=seed)[0]
+
+    def sync_weights(self, version: int) -> float:
+        return self.sync.sync(self.policy, self.rollout, version)
+
+    def rollout_versions(self) -> list[int]:
+        return self.rollout.run("get_version")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save(self, folder: str, tokenizer_path: str) -> None:
+        self.policy.run("save", folder, tokenizer_path)
+
+    def load(self, folder: str) -> None:
+        self.policy.run("load", folder)
+
+    def shutdown(self) -> None:
+        for g in reversed(self.groups):
+            g.shutdown()
+        self.groups = []

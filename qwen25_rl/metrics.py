@@ -1,0 +1,91 @@
+"""Per-step metrics to every sink a user watches: the console (a progress bar on a terminal,
+one line per step in a job log), `metrics.jsonl`, TensorBoard, and Ray's metrics system
+(`ray.util.metrics` gauges, scraped by Prometheus and shown on the Ray dashboard)."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import time
+from typing import Any
+
+from qwen25_rl.config.schema import LoggingConfig
+from qwen25_rl.runs import RunDir
+
+
+def _gauge_name(prefix: str, key: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", f"qwen25_rl_{prefix}_{key}")
+
+
+class RayGauges:
+    """One `ray.util.metrics.Gauge` per metric key, tagged with the run name."""
+
+    def __init__(self, prefix: str, run_name: str):
+        self.prefix, self.run_name = prefix, run_name
+        self._gauges: dict[str, Any] = {}
+
+    def set(self, metrics: dict[str, Any]) -> None:
+        import ray
+        from ray.util.metrics import Gauge
+
+        if not ray.is_initialized():
+            return
+        for k, v in metrics.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                continue
+            g = self._gauges.get(k)
+            if g is None:
+                g = self._gauges[k] = Gauge(_gauge_name(self.prefix, k), description=f"{self.prefix} {k}", tag_keys=("run",))
+            g.set(float(v), tags={"run": self.run_name})
+
+
+CONSOLE_KEYS = ("reward/mean", "accuracy", "policy/kl", "policy/entropy", "response_length/mean", "time/step_s")
+
+
+class StepLogger:
+    def __init__(self, run: RunDir, cfg: LoggingConfig, *, stage: str, total_steps: int, start_step: int = 0, console_keys=CONSOLE_KEYS):
+        self.run, self.cfg = run, cfg
+        run.truncate_metrics(start_step)  # rows past the resume point are re-logged
+        self.writer = run.metrics_writer(tensorboard=cfg.tensorboard)
+        self.gauges = RayGauges(stage, run.path.name) if cfg.ray_metrics else None
+        self.console_keys = console_keys
+        self.total = total_steps
+        self._progress = None
+        if cfg.console and sys.stdout.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
+            self._task = self._progress.add_task("", total=total_steps, completed=start_step)
+            self._progress.start()
+        self._t0 = time.time()
+
+    def _summary(self, metrics: dict[str, Any]) -> str:
+        parts = []
+        for k in self.console_keys:
+            v = metrics.get(k)
+            if isinstance(v, (int, float)):
+                parts.append(f"{k.split('/')[-1] if k.count('/') else k}={v:.4g}")
+        return " ".join(parts)
+
+    def log(self, step: int, metrics: dict[str, Any], *, console: bool = True) -> None:
+        self.writer.log(step, metrics)
+        if self.gauges is not None:
+            self.gauges.set(metrics | {"step": step})
+        if not self.cfg.console or not console:
+            return
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, description=self._summary(metrics))
+        elif step % self.cfg.log_every_n_steps == 0 or step == self.total:
+            print(f"step {step}/{self.total} {self._summary(metrics)}", flush=True)
+
+    def message(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        self.writer.close()

@@ -1,0 +1,228 @@
+"""`qwen25-rl grpo`: online RL with group-relative advantages (GRPO / DAPO / Dr. GRPO / RLOO /
+REINFORCE++), on separate policy, reference, rollout and reward workers.
+
+The recipe, one step:  prompts -> rollout workers generate -> reward pool scores -> (dynamic
+sampling refills) -> policy (old) and reference log-probs -> advantages -> PPO update ->
+weights to the rollout workers (policy version + 1) -> log, evaluate, checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from actors.group_collector import GroupCollector, PendingStep, evaluate
+from actors.policy import LossSettings
+from actors.rl_cluster import RLCluster
+from qwen25_rl.algorithms import compute_advantages
+from qwen25_rl.config.loader import load_config
+from qwen25_rl.data.prompts import PromptSampler, load_prompts
+from qwen25_rl.metrics import StepLogger
+from qwen25_rl.models import load_tokenizer
+from qwen25_rl.ray_utils import init_ray
+from qwen25_rl.runs import RunDir, atomic_write_text
+from qwen25_rl.stages.grpo_config import GRPOConfig
+from pretrain.schedule import PhaseSchedule
+
+STATE_FILE = "trainer_state.json"
+
+
+def run_grpo(cfg: GRPOConfig) -> Path:
+    # -- set up: run folder and data first (bad input fails before any worker starts) -------
+    run = RunDir.create(cfg, cfg.logging.output_dir, cfg.logging.run_name, stage="grpo")
+    model_path = prepare_initial_model(cfg, run)
+    tokenizer = load_tokenizer(cfg.tokenizer.path or model_path)
+    data_kw = dict(prompt_key=cfg.data.prompt_key, messages_key=cfg.data.messages_key, answer_key=cfg.data.answer_key,
+                   apply_chat_template=cfg.data.apply_chat_template, max_prompt_length=cfg.data.max_prompt_length,
+                   on_long_prompt=cfg.data.on_long_prompt)  # fmt: skip
+    train_records, dropped = load_prompts(cfg.data.train_files, tokenizer, **data_kw)
+    eval_records = load_prompts(cfg.data.eval_files, tokenizer, **data_kw)[0] if cfg.data.eval_files else []
+
+    # -- workers: reward pool, policy / reference / rollout groups ---------------------------
+    init_ray(cfg.ray)
+    from reward.pool import RewardPool
+
+    pool = RewardPool(cfg.reward, name_prefix="grpo/reward")
+    try:
+        cluster = RLCluster(cfg, str(model_path), name="grpo")
+    except BaseException:
+        pool.shutdown()
+        raise
+    try:
+        # -- resume -------------------------------------------------------------------------
+        state = {"step": 0, "sampler_position": 0, "policy_version": 0}
+        ckpt = find_resume_checkpoint(cfg, run)
+        if ckpt is not None:
+            state = json.loads((ckpt / STATE_FILE).read_text())
+            cluster.load(str(ckpt / "policy"))
+            cluster.sync_weights(state["policy_version"])
+        sampler = PromptSampler(len(train_records), cfg.data.seed, cfg.data.shuffle, state["sampler_position"])
+        collector = GroupCollector(cluster, pool, train_records, sampler, cfg)
+        schedule = PhaseSchedule(cfg.algorithm.total_steps, cfg.optimizer.lr, cfg.scheduler.warmup_steps,
+                                 cfg.scheduler.name, cfg.scheduler.min_lr_ratio)  # fmt: skip
+        loss = loss_settings(cfg)
+        logger = StepLogger(run, cfg.logging, stage="grpo", total_steps=cfg.algorithm.total_steps, start_step=state["step"])
+        logger.message(f"grpo: run {run.path}, {len(train_records)} prompts ({dropped['too_long']} too long, dropped), "
+                       f"{cluster.num_parameters:,} parameters, resumed from {ckpt}" if ckpt else
+                       f"grpo: run {run.path}, {len(train_records)} prompts, {cluster.num_parameters:,} parameters")  # fmt: skip
+
+        # -- the loop -------------------------------------------------------------------------
+        version = state["policy_version"]
+        pending: PendingStep | None = None
+        for step in range(state["step"], cfg.algorithm.total_steps):
+            t_step = time.perf_counter()
+            if pending is None:
+                pending = collector.start(step)
+            rollout = collector.finish(pending)
+            batch, metrics = rollout.batch, dict(rollout.metrics)
+            pending = None
+            if cfg.algorithm.one_step_off_policy and step + 1 < cfg.algorithm.total_steps:
+                pending = collector.start(step + 1)  # generates with version `version` while we train
+
+            if len(batch) >= cluster.policy.num_workers * cfg.algorithm.num_mini_batches:
+                batch, score_metrics = add_log_probs(cluster, batch, cfg)
+                metrics |= score_metrics
+                batch = batch.with_tensors(advantages=advantages(batch, cfg))
+                t = time.perf_counter()
+                metrics |= cluster.train(batch, loss, lr=schedule.lr(step), seed=cfg.seed * 100_003 + step)
+                metrics["time/train_s"] = time.perf_counter() - t
+                version += 1
+                metrics["time/sync_s"] = cluster.sync_weights(version)
+                metrics["policy_version/lag_mean"] = float((version - 1 - batch["policy_version"].float()).mean())
+                metrics["policy_version/lag_max"] = float((version - 1 - batch["policy_version"]).max())
+            else:
+                metrics["skipped_update"] = 1.0
+            metrics["policy_version"] = version
+            metrics["time/step_s"] = time.perf_counter() - t_step
+            metrics["tokens_per_s"] = metrics.get("tokens/generated", 0.0) / metrics["time/step_s"]
+            metrics["prompts/position"] = sampler.position
+
+            done = step + 1
+            if cfg.eval.every_n_steps and (done % cfg.eval.every_n_steps == 0 or done == cfg.algorithm.total_steps):
+                metrics |= evaluate(cluster, pool, eval_records, cfg, done, collector.accuracy_label)
+            logger.log(done, metrics)
+            if cfg.checkpoint.every_n_steps and done % cfg.checkpoint.every_n_steps == 0:
+                # The next step's prompts were already taken when generation runs ahead.
+                position = pending.sampler_position if pending is not None else sampler.position
+                save_checkpoint(run, cluster, cfg, str(model_path), {"step": done, "sampler_position": position, "policy_version": version})
+
+        if cfg.checkpoint.save_final:
+            final_tmp = run.path / ".final.partial"
+            shutil.rmtree(final_tmp, ignore_errors=True)
+            cluster.policy.run("save_model", str(final_tmp), str(cfg.tokenizer.path or model_path))
+            shutil.rmtree(run.final, ignore_errors=True)
+            final_tmp.rename(run.final)
+        logger.close()
+        return run.path
+    finally:
+        cluster.shutdown()
+        pool.shutdown()
+
+
+# -- the pieces of a step ---------------------------------------------------------------------
+
+
+def add_log_probs(cluster: RLCluster, batch, cfg: GRPOConfig):
+    """Old (trainer) log-probs, reference log-probs when a KL term needs them, and the gap
+    between the sampler's and the trainer's log-probs of the same tokens."""
+    temperature = cfg.rollout.temperature
+    t = time.perf_counter()
+    scored = cluster.policy_log_probs(batch, temperature)
+    metrics = {"time/old_log_probs_s": time.perf_counter() - t}
+    batch = batch.with_tensors(old_log_probs=scored["log_probs"])
+    if cluster.reference is not None:
+        t = time.perf_counter()
+        batch = batch.with_tensors(ref_log_probs=cluster.reference_log_probs(batch, temperature)["log_probs"])
+        metrics["time/reference_s"] = time.perf_counter() - t
+    mask = batch["response_mask"].bool()
+    if mask.any():
+        gap = (batch["old_log_probs"] - batch["sampler_logprobs"])[mask]
+        metrics["logprob_gap/sampler_trainer_abs_mean"] = float(gap.abs().mean())
+        metrics["logprob_gap/sampler_trainer_abs_max"] = float(gap.abs().max())
+    return batch, metrics
+
+
+def advantages(batch, cfg: GRPOConfig) -> torch.Tensor:
+    algo = cfg.algorithm
+    options = {}
+    if algo.advantage_estimator == "grpo":
+        options["scale_by_std"] = algo.std_normalize
+    if algo.kl_mode == "reward" and algo.kl_coef > 0:
+        from qwen25_rl.algorithms.kl import kl_divergence, kl_penalty_token_rewards
+
+        kl = kl_divergence(batch["old_log_probs"], batch["ref_log_probs"], algo.kl_estimator)
+        options["token_rewards"] = kl_penalty_token_rewards(kl, batch["response_mask"], algo.kl_coef)
+    return compute_advantages(algo.advantage_estimator, batch["rewards"], batch.meta["group_id"], batch["response_mask"], **options)
+
+
+def loss_settings(cfg: GRPOConfig) -> LossSettings:
+    a = cfg.algorithm
+    return LossSettings(
+        ppo_epochs=a.ppo_epochs, num_mini_batches=a.num_mini_batches, temperature=cfg.rollout.temperature,
+        loss_type=a.loss_type, loss_agg_mode=a.loss_agg_mode, clip_low=a.clip_low, clip_high=a.clip_high,
+        dual_clip=a.dual_clip, kl_coef=a.kl_coef if a.kl_mode == "loss" else 0.0, kl_estimator=a.kl_estimator,
+        entropy_coef=a.entropy_coef, tis=a.importance_correction.enabled, tis_mode=a.importance_correction.mode,
+        tis_low=a.importance_correction.low, tis_high=a.importance_correction.high,
+        max_response_length=cfg.rollout.max_new_tokens,
+    )  # fmt: skip
+
+
+# -- model, checkpoints ------------------------------------------------------------------------
+
+
+def prepare_initial_model(cfg: GRPOConfig, run: RunDir) -> Path:
+    """The policy's starting weights: a checkpoint folder, or a preset initialised here (which
+    needs `tokenizer.path`)."""
+    if cfg.model.path:
+        path = Path(cfg.model.path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model.path {path} is not a Hugging Face model folder (no config.json)")
+        return path
+    if not cfg.tokenizer.path:
+        raise ValueError("model.preset needs tokenizer.path (a tokenizer folder) to size the vocabulary")
+    from qwen25_rl.models import build_model, save_pretrained
+
+    out = run.path / "initial_model"
+    if not (out / "config.json").is_file():
+        tok = load_tokenizer(cfg.tokenizer.path)
+        save_pretrained(build_model(cfg.model.preset, tokenizer=tok, seed=cfg.model.seed), tok, out)
+    return out
+
+
+def find_resume_checkpoint(cfg: GRPOConfig, run: RunDir) -> Path | None:
+    mode = cfg.checkpoint.resume
+    if mode == "never":
+        return None
+    if mode == "auto":
+        return run.latest_checkpoint()
+    path = Path(mode)
+    if not (path / "COMPLETE").is_file():
+        raise FileNotFoundError(f"checkpoint.resume: {path} is not a complete checkpoint (no COMPLETE marker)")
+    return path
+
+
+def save_checkpoint(run: RunDir, cluster: RLCluster, cfg: GRPOConfig, tokenizer_path: str, state: dict) -> Path:
+    """checkpoints/step_N: written under a temporary name, marked COMPLETE, then renamed."""
+    final = run.checkpoint_dir(state["step"])
+    tmp = run.checkpoints / f".step_{state['step']}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    cluster.save(str(tmp / "policy"), tokenizer_path)
+    atomic_write_text(tmp / STATE_FILE, json.dumps(state))
+    (tmp / "COMPLETE").touch()
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    keep = cfg.checkpoint.keep_last
+    if keep:
+        done = sorted((p for p in run.checkpoints.glob("step_*") if (p / "COMPLETE").is_file()), key=lambda p: int(p.name[5:]))
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def main(config_path: str, overrides: list[str]) -> Path:
+    cfg = load_config(config_path, overrides, schema=GRPOConfig)
+    return run_grpo(cfg)  # type: ignore[arg-type]
