@@ -6,9 +6,11 @@ Two backends behind one protocol (the one `reward.rm_client` speaks, see there):
 - a learned reward model: a local Hugging Face sequence-classification checkpoint with one
   output, scored in micro-batches (`RewardModelScorer`).
 
-Each request may carry many samples. Every sample goes through a `@serve.batch` method, so
-the samples of concurrent requests are scored together (up to max_batch_size, waiting at
-most batch_wait_timeout_s). `GET <route>` returns what the endpoint serves.
+Each request may carry many samples. Requests are cut into pieces of at most max_batch_size
+samples that go through a `@serve.batch` method counting samples (batch_size_fn), so the
+samples of concurrent requests are scored together (up to max_batch_size, waiting at most
+batch_wait_timeout_s) without a per-sample future. `GET <route>` returns what the endpoint
+serves and how it has been batching.
 
 Results are raw: a sample whose reward failed comes back with status error/timeout and
 reward null; the caller's pool applies its own failure policy.
@@ -107,6 +109,10 @@ class _ConfigScorer:
         self.scorer.close()
 
 
+def _num_samples(pieces: list[list[RewardSample]]) -> int:
+    return sum(len(p) for p in pieces)
+
+
 class RewardService:
     """The Serve deployment body (wrapped with serve.deployment in `build_app`)."""
 
@@ -122,18 +128,26 @@ class RewardService:
             self.backend = _ConfigScorer(cfg)
             self.info = {"kind": "reward", "functions": [{"name": f.label, "type": f.type, "weight": f.weight} for f in cfg.functions]}
         self.max_samples = max_samples
+        self.max_batch_size = max_batch_size
         # Served counts (GET shows them): how well requests are being batched together.
         self.stats = {"requests": 0, "samples": 0, "batches": 0, "largest_batch": 0}
         self._score_batched.set_max_batch_size(max_batch_size)
         self._score_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)
-    async def _score_batched(self, samples: list[RewardSample]) -> list[dict[str, Any]]:
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, batch_size_fn=_num_samples)
+    async def _score_batched(self, pieces: list[list[RewardSample]]) -> list[list[dict[str, Any]]]:
+        # Items are pieces of requests (lists of samples); batch_size_fn makes max_batch_size
+        # count samples, so a batch holds up to that many samples from any requests.
+        flat = [s for piece in pieces for s in piece]
         self.stats["batches"] += 1
-        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(samples))
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(flat))
         # Scoring blocks (model forward, sandbox runs): keep the replica's event loop free.
-        results = await asyncio.to_thread(self.backend.score, samples)
-        return [r.to_dict() for r in results]
+        results = [r.to_dict() for r in await asyncio.to_thread(self.backend.score, flat)]
+        out, i = [], 0
+        for piece in pieces:
+            out.append(results[i : i + len(piece)])
+            i += len(piece)
+        return out
 
     async def __call__(self, request) -> Any:
         from starlette.responses import JSONResponse
@@ -157,8 +171,9 @@ class RewardService:
             return JSONResponse({"error": str(e)}, status_code=400)
         self.stats["requests"] += 1
         self.stats["samples"] += len(samples)
-        results = await asyncio.gather(*(self._score_batched(s) for s in samples))
-        return {"results": list(results)}
+        size = self.max_batch_size
+        parts = await asyncio.gather(*(self._score_batched(samples[i : i + size]) for i in range(0, len(samples), size)))
+        return {"results": [r for part in parts for r in part]}
 
     def __del__(self):
         backend = getattr(self, "backend", None)
