@@ -121,7 +121,7 @@ def _single_function_config(name: str, params: list[str], timeout_s: float | Non
         arg("--response-length", type=int, default=None, help="response length in tokens (length reward)"),
         arg("--config", default=None, help="YAML file with a reward: section (default: just --reward)"),
         arg("--param", action="append", default=[], metavar="KEY=VALUE", help="a param of --reward (repeatable), e.g. --param max_length=512"),
-        arg("--timeout", type=float, default=None, help="per-sample deadline in seconds"),
+        arg("--timeout", type=float, default=None, help="per-sample deadline in seconds (with --config: for functions without their own timeout_s)"),
     ],
 )
 def reward_score(args: argparse.Namespace) -> int:
