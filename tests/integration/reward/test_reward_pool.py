@@ -82,9 +82,7 @@ def batch(n_groups: int = 6, per_group: int = 4) -> list[RewardSample]:
 
 def test_pool_scores_a_batch_like_the_in_process_scorer(mixed_pool, mixed_cfg):
     samples = batch()
-    t = time.perf_counter()
     got = mixed_pool.score(samples)
-    elapsed = time.perf_counter() - t
     with RewardScorer(mixed_cfg) as scorer:
         want = scorer.score(samples)
     assert [(r.reward, r.breakdown, r.status) for r in got] == [(r.reward, r.breakdown, r.status) for r in want]
@@ -95,7 +93,7 @@ def test_pool_scores_a_batch_like_the_in_process_scorer(mixed_pool, mixed_cfg):
         assert ("math" in r.breakdown) == (s.data_source == "gsm8k")
         if s.data_source == "gsm8k":
             assert r.breakdown["math"] == float(verify(s.response, s.answer))
-    assert mixed_pool.last_stats.num_ok == len(samples) and elapsed < 30
+    assert mixed_pool.last_stats.num_ok == len(samples)
 
 
 def test_pool_marks_failures_drops_their_groups_logs_examples_and_keeps_working(mixed_pool, caplog):
