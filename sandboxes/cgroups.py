@@ -53,6 +53,9 @@ class CgroupRun:
     oom_before: int
     cpu_file: str | None = None
     cpu_before: float = 0.0
+    # The namespace's init (bwrap's child). A dying init leaves the cgroup before it has
+    # finished killing and reaping the namespace, so it is checked on its own.
+    init_pid: int | None = None
 
 
 class Cgroups:

@@ -337,6 +337,7 @@ class Sandbox:
         child = info.get("child-pid") if isinstance(info, dict) else None
         if not isinstance(child, int):
             return f"bwrap reported no child pid: {data[:200]!r}"
+        cg_run.init_pid = child
         try:
             for procs in cg_run.procs_files:
                 for pid in (proc.pid, child):
@@ -437,7 +438,10 @@ class Sandbox:
         """Live processes of the execution: the cgroup lists them exactly; without one, every
         process of the execution's uid (nothing else runs under it)."""
         if cg_run is not None:
-            return Cgroups.pids(cg_run)
+            pids = Cgroups.pids(cg_run)
+            if cg_run.init_pid is not None and uid is not None and _alive_with_uid(cg_run.init_pid, uid):
+                pids.add(cg_run.init_pid)
+            return pids
         if uid is not None:
             return set(slots.pids_of_uid(uid))
         return set()
@@ -548,6 +552,20 @@ class Sandbox:
         if r.status != Status.OK or r.stdout.strip() != "probe 3":
             detail = r.error or r.stderr.strip()[-500:] or r.status
             raise IsolationUnavailable({"probe": f"a trivial program failed in the sandbox ({r.status}): {detail}"})
+
+
+def _alive_with_uid(pid: int, uid: int) -> bool:
+    """Is `pid` a live (not zombie) process of `uid`? (A reused pid of someone else is not.)"""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            data = f.read(1024)
+    except OSError:
+        return False
+    state = data.find(b"\nState:")
+    if state >= 0 and data[state + 8 : state + 9] in (b"Z", b"X"):
+        return False
+    i = data.find(b"\nUid:")
+    return i >= 0 and str(uid).encode() in data[i : data.find(b"\n", i + 1)].split()
 
 
 def _decode_status(status: int) -> int:

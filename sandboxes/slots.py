@@ -73,6 +73,7 @@ class UidLeases:
         self._lock = threading.Lock()
         self._held: set[int] = set()
         self._quarantined: set[int] = set()
+        self._used: set[int] = set()  # every uid this process has leased
         # A process cycles through a small window of uids (from a random origin, so processes
         # sharing the range rarely collide). Cycling rather than reusing the last uid at once:
         # the kernel releases a uid's process count (RLIMIT_NPROC) only after an RCU grace
@@ -110,6 +111,7 @@ class UidLeases:
                         continue
                     raise
                 self._held.add(uid)
+                self._used.add(uid)
                 if k < self._window:
                     self._cursor = (self._cursor + k + 1) % self._window
                 return UidLease(uid, fd)
@@ -130,6 +132,11 @@ class UidLeases:
     def held(self) -> set[int]:
         with self._lock:
             return set(self._held)
+
+    @property
+    def used(self) -> set[int]:
+        with self._lock:
+            return set(self._used)
 
     @property
     def quarantined(self) -> set[int]:

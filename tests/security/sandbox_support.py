@@ -34,20 +34,23 @@ def completion(attack: str) -> str:
     return textwrap.indent(textwrap.dedent(attack).strip("\n") + "\nreturn -1\n", "    ")
 
 
-def live_processes_in_range(sb: Sandbox) -> dict[int, tuple[int, ...]]:
-    lo, hi = sb.config.uid_base, sb.config.uid_base + sb.config.uid_count
-    return {pid: uids for pid, uids in process_uids().items() if any(lo <= u < hi for u in uids)}
+def live_processes_of(sb: Sandbox) -> dict[int, tuple[int, ...]]:
+    """Live processes under any uid this sandbox has used. (Only those: other processes on the
+    machine may run their own sandboxes in the same uid range at the same time.)"""
+    used = sb.leases.used if sb.leases is not None else set()
+    return {pid: uids for pid, uids in process_uids().items() if used & set(uids)}
 
 
 def assert_nothing_left(sb: Sandbox) -> None:
-    assert live_processes_in_range(sb) == {}
+    assert sb.busy() == 0
+    left = live_processes_of(sb)
+    assert left == {}, f"processes left behind: {left}"
     if sb.leases is not None:
-        assert sb.leases.held == set() and sb.leases.quarantined == set()
+        assert (sb.leases.held, sb.leases.quarantined) == (set(), set())
     if sb.cgroups is not None:
-        for d in (sb.cgroups.memory_root, sb.cgroups.pids_root):
-            for name in os.listdir(d):
-                procs = os.path.join(d, name, "cgroup.procs")
+        for uid in sb.leases.used:
+            for d in (sb.cgroups.memory_root, sb.cgroups.pids_root):
+                procs = os.path.join(d, f"u{uid}", "cgroup.procs")
                 if os.path.exists(procs):
                     with open(procs) as f:
                         assert f.read().split() == [], procs
-    assert sb.busy() == 0
