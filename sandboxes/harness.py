@@ -32,8 +32,12 @@ How a verdict stays out of the untrusted code's reach (calls mode)
    raises in the driver and the test fails. A printed "passed" line goes to stdout, which the
    host never reads for the verdict. The verdict is whatever the driver writes on the channel,
    tagged with the nonce.
+4. The driver is the namespace's pid 1 (bwrap --as-pid-1): signals sent from inside the
+   namespace (`os.kill(os.getppid(), 9)`, `kill(-1, 9)`, SIGSTOP) do not reach it.
 A solution that needs longer than the per-test limit is killed (its process group) and a fresh
 solution process is started for the next test with fork+exec, so it never inherits the tests.
+As pid 1 this process also reaps orphans (see _reap_orphans); in exec mode it forks the program
+as pid 2 and only waits for it.
 """
 
 from __future__ import annotations
@@ -494,19 +498,56 @@ def _flush_and_exit(status: int) -> None:
     os._exit(status)
 
 
+def _reap_orphans() -> None:
+    """This process is the namespace's pid 1 (bwrap --as-pid-1): processes whose parent died are
+    ours to reap. Unreaped zombies would keep counting against the process limit."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _exit_like(status: int) -> None:
+    """Exit with a child's wait status: its code, or 128 + signal (pid 1 cannot die by a signal
+    sent from inside its namespace, so the signal is reported the way shells do)."""
+    if os.WIFSIGNALED(status):
+        _flush_and_exit(128 + os.WTERMSIG(status))
+    _flush_and_exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 255)
+
+
 def mode_exec(job: dict, chan: int, secret: int) -> None:
     _emit(chan, {"event": "started"})
     os.close(chan)
     if secret >= 0:
         os.close(secret)
-    argv = job.get("argv")
-    if argv:
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    # The program runs as pid 2, so that it behaves as anywhere else (pid 1 ignores signals it
+    # has no handler for); this process stays as its init: it reaps orphans and reports the
+    # program's exit status.
+    main = os.fork()
+    if main == 0:
         try:
-            os.execvp(argv[0], argv)
-        except OSError as e:
-            sys.stderr.write(f"cannot run {argv[0]!r}: {e.strerror}\n")
-            _flush_and_exit(127 if isinstance(e, FileNotFoundError) else 126)
-    _flush_and_exit(run_as_main(job["code"]))
+            argv = job.get("argv")
+            if argv:
+                try:
+                    os.execvp(argv[0], argv)
+                except OSError as e:
+                    sys.stderr.write(f"cannot run {argv[0]!r}: {e.strerror}\n")
+                    _flush_and_exit(127 if isinstance(e, FileNotFoundError) else 126)
+            _flush_and_exit(run_as_main(job["code"]))
+        finally:
+            os._exit(70)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            _flush_and_exit(70)
+        if pid == main:
+            _exit_like(status)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1081,6 +1122,7 @@ def mode_calls(job: dict, chan: int, secret: int) -> None:
             res["asserts"] = rec.results
         res["seconds"] = round(time.monotonic() - t0, 6)
         results.append(res)
+        _reap_orphans()
     conn.kill()
     _emit(chan, {"event": "verdict", "mode": "calls", "nonce": nonce, "units": results, "load_error": load_error, "restarts": restarts})
     os.close(chan)
@@ -1200,6 +1242,7 @@ def mode_io(job: dict, chan: int, secret: int) -> None:
     # Every case runs before the secret fd is read: no case process can inherit the nonce.
     for inp in job["inputs"]:
         cases.append(_run_case(job["program"], inp.encode(), float(job["case_timeout_s"]), int(job["max_output_bytes"]), (chan, secret)))
+        _reap_orphans()
     nonce = loads(_read_all(secret))["nonce"]
     os.close(secret)
     _emit(chan, {"event": "verdict", "mode": "io", "nonce": nonce, "cases": cases})

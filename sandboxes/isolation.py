@@ -162,7 +162,10 @@ class Layout:
                 cfg.bwrap,
                 "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--disable-userns",
-                "--die-with-parent", "--new-session",
+                # --as-pid-1: the harness is the namespace's init. Otherwise bwrap's own init is
+                # left behind as an orphan (bwrap exits as soon as the command does) for the
+                # host's init to reap, and until then it counts against the uid's process limit.
+                "--die-with-parent", "--new-session", "--as-pid-1",
                 "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
             ]
             if fds.get("info", -1) >= 0:

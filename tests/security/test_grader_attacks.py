@@ -83,11 +83,18 @@ def test_forged_pass_lines_earn_nothing(sb, forgery):
     assert grade_asserts(top, MBPP_TESTS, sandbox=sb).score == 0.0
 
 
-def test_killing_the_grader_earns_nothing_and_is_not_a_sandbox_error(sb):
-    s = he(sb, "import os\nos.kill(os.getppid(), 9)")
-    assert s.score == 0.0 and s.status == "no-verdict"
-    s = he(sb, "import os\nos.kill(-1, 9)")
-    assert s.score == 0.0 and s.status in ("no-verdict", "graded")
+def test_the_grader_cannot_be_killed_from_inside(sb):
+    # The grader is its namespace's init: SIGKILL from inside the namespace does not reach it,
+    # so the verdict comes back (and is 0).
+    for body in ("import os\nos.kill(os.getppid(), 9)", "import os\nos.kill(1, 9)", "import os\nos.kill(-1, 9)", "import os, signal\nos.kill(1, signal.SIGSTOP)"):
+        s = he(sb, body)
+        assert (s.score, s.status) == (0.0, "graded"), body
+
+
+def test_running_past_the_total_time_gives_no_verdict(sb):
+    v = run_calls("import time\ntime.sleep(30)\ndef double(x):\n    return 2 * x\n", MBPP_TESTS, load_timeout_s=30, total_timeout_s=1.5, sandbox=sb)
+    assert not v.valid and v.units == [] and "no verdict" in v.error
+    assert v.exec_result.status == "timeout"
 
 
 def test_the_hidden_tests_cannot_be_read_by_the_program(sb):
