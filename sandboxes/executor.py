@@ -176,6 +176,8 @@ class Sandbox:
         if total > MAX_FILES_BYTES:
             raise ValueError(f"files total {total} bytes, more than {MAX_FILES_BYTES}")
         stdin_b = stdin.encode() if isinstance(stdin, str) else bytes(stdin)
+        if file_items and "namespaces" not in self.layout.layers:
+            return self._error("files= needs the namespaces layer (a private /tmp to put them in)")
         t_wait = time.monotonic()
         if not self._slot_sem.acquire(timeout=self.config.acquire_timeout_s):
             return self._error(f"no free sandbox slot within {self.config.acquire_timeout_s}s")
@@ -240,8 +242,6 @@ class Sandbox:
                 fds["block"], block_w = os.pipe()
                 fds_to_close += [info_r, fds["info"], fds["block"], block_w]
             argv = self.layout.command(uid, limits, fds, file_fds, mode, cg_run.procs_files if cg_run else None)
-            if "namespaces" not in self.layout.layers and file_items:
-                return self._error("files= needs the namespaces layer (a private /tmp)")
             pass_fds = [v for k, v in fds.items() if k != "harness_path" and isinstance(v, int) and v >= 0]
             pass_fds += [fd for fd, _ in file_fds]
             try:
@@ -323,12 +323,7 @@ class Sandbox:
                 continue
             chunk = os.read(info_r, 4096)
             if not chunk:
-                err = b""
-                try:
-                    err = proc.stderr.read1(4096) if hasattr(proc.stderr, "read1") else b""
-                except OSError:
-                    pass
-                return "the sandbox did not start: " + (err.decode(errors="replace").strip() or "bwrap exited")
+                return "the sandbox did not start: " + _early_stderr(proc, "bwrap exited")
             data += chunk
             try:
                 info = json.loads(data)
@@ -343,6 +338,8 @@ class Sandbox:
                 for pid in (proc.pid, child):
                     with open(procs, "w") as f:
                         f.write(str(pid))
+        except ProcessLookupError:
+            return "the sandbox did not start: " + _early_stderr(proc, "bwrap exited during set-up")
         except OSError as e:
             return f"could not move the execution into its cgroup: {e}"
         try:
@@ -552,6 +549,18 @@ class Sandbox:
         if r.status != Status.OK or r.stdout.strip() != "probe 3":
             detail = r.error or r.stderr.strip()[-500:] or r.status
             raise IsolationUnavailable({"probe": f"a trivial program failed in the sandbox ({r.status}): {detail}"})
+
+
+def _early_stderr(proc, default: str) -> str:
+    """What bwrap said before it gave up (it exits at once, so a short wait is enough)."""
+    try:
+        if select.select([proc.stderr], [], [], 1.0)[0]:
+            err = os.read(proc.stderr.fileno(), 4096).decode(errors="replace").strip()
+            if err:
+                return err.splitlines()[-1][:500]
+    except (OSError, ValueError):
+        pass
+    return default
 
 
 def _alive_with_uid(pid: int, uid: int) -> bool:

@@ -157,3 +157,19 @@ def test_an_architecture_without_a_seccomp_table_is_missing_seccomp(monkeypatch)
     with pytest.raises(IsolationUnavailable, match="seccomp") as e:
         Sandbox(SandboxConfig())
     assert "riscv64" in str(e.value)
+
+
+def test_a_sandbox_that_cannot_start_is_sandbox_error_with_bwraps_reason(sandbox, monkeypatch):
+    from sandboxes import isolation
+
+    orig = isolation.Layout.command
+
+    def broken(self, *a, **k):
+        argv = orig(self, *a, **k)
+        argv[argv.index("--ro-bind") + 1] = "/nonexistent-qrl-path"
+        return argv
+
+    monkeypatch.setattr(isolation.Layout, "command", broken)
+    r = sandbox.run("print(1)")
+    assert r.status == Status.SANDBOX_ERROR and "nonexistent-qrl-path" in r.error
+    assert sandbox.leases.held == set() and sandbox.leases.quarantined == set()
