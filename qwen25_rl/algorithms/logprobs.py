@@ -11,7 +11,11 @@ alive for backward (plus two more during it). Both paths here work on row chunks
   projection are given, and full logits never exist: forward computes each chunk's logits,
   keeps two numbers per token and drops them; backward recomputes them per chunk and
   accumulates the gradients of the hidden states and of the projection. This is the path the
-  policy / reference workers use.
+  reference worker (no backward) and any caller that needs log-probs as a tensor use.
+* `fused.policy_loss_from_hidden` goes one step further for the policy update, where the loss
+  is known up front: no recompute in backward (see `fused.py`).
+With a `response_mask`, padding positions score 0; the hidden-state path does not compute
+logits for them at all.
 
 Temperature is applied as the sampler applies it: log p(y) = log softmax(z / tau)[y], so the
 trainer scores tokens under the same distribution vLLM sampled them from.
