@@ -344,6 +344,8 @@ class Sandbox:
             return f"could not move the execution into its cgroup: {e}"
         try:
             os.write(block_w, b"g")
+        except BrokenPipeError:  # its set-up failed before it waited for us
+            return "the sandbox did not start: " + _early_stderr(proc, "bwrap exited during set-up")
         except OSError as e:
             return f"could not release the sandbox: {e}"
         return None
