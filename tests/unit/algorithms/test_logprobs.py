@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qwen25_rl.algorithms import (
     entropy_from_logits,
@@ -188,3 +190,20 @@ def test_hidden_path_skips_masked_positions_in_value_gradient_and_work():
     want = torch.autograd.grad((want_lp + want_h).sum(), (hidden, weight))
     assert torch.allclose(grads[0], want[0]) and torch.allclose(grads[1], want[1])
     assert torch.equal(grads[0][~mask], torch.zeros(6, 4, dtype=torch.float64))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 3), t=st.integers(1, 6), v=st.integers(2, 40), chunk=st.integers(1, 8),
+    temperature=st.sampled_from([0.5, 1.0, 1.7]), seed=st.integers(0, 2**16),
+)
+def test_property_log_probs_are_valid_and_independent_of_the_chunking(b, t, v, chunk, temperature, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = 5 * torch.randn(b, t, v, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, v, (b, t), generator=g)
+    log_p, entropy = token_log_probs_and_entropy(logits, labels, temperature=temperature, chunk_size=chunk)
+    whole_lp, whole_h = token_log_probs_and_entropy(logits, labels, temperature=temperature, chunk_size=b * t)
+    assert log_p.shape == entropy.shape == labels.shape
+    assert (log_p <= 1e-12).all()
+    assert (entropy >= -1e-12).all() and (entropy <= math.log(v) + 1e-9).all()
+    assert torch.allclose(log_p, whole_lp, atol=1e-12) and torch.allclose(entropy, whole_h, atol=1e-12)

@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qwen25_rl.algorithms import aggregate_token_loss, token_and_sequence_counts
 
@@ -93,3 +95,21 @@ def test_gradient_of_token_mean_is_mask_over_count():
     aggregate_token_loss(loss, MASK, "token-mean").backward()
     assert torch.allclose(loss.grad, MASK.float() / 5)
     assert not math.isnan(loss.grad.sum().item())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    b=st.integers(1, 8), t=st.integers(1, 5), parts=st.integers(1, 4), seed=st.integers(0, 2**16),
+    mode=st.sampled_from(["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]),
+)
+def test_property_parts_with_global_counts_sum_to_the_whole(b, t, parts, seed, mode):
+    g = torch.Generator().manual_seed(seed)
+    loss = torch.randn(b, t, generator=g, dtype=torch.float64)
+    mask = torch.rand(b, t, generator=g) > 0.4  # rows may be empty
+    tokens, seqs = token_and_sequence_counts(mask)
+    counts = {"num_tokens": max(tokens, 1), "num_seqs": max(seqs, 1), "max_response_length": t}
+    whole = aggregate_token_loss(loss, mask, mode, **counts)
+    cuts = sorted(torch.randint(0, b + 1, (parts - 1,), generator=g).tolist())
+    bounds = list(zip([0] + cuts, cuts + [b]))
+    pieces = sum(aggregate_token_loss(loss[lo:hi], mask[lo:hi], mode, **counts) for lo, hi in bounds if hi > lo)
+    assert float(pieces) == pytest.approx(whole.item(), abs=1e-12)
