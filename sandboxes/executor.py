@@ -4,8 +4,9 @@ One execution:
 1. take a slot (back-pressure) and a machine-wide uid lease;
 2. put the job, the secrets, the harness, the seccomp filter and any files in memfds (no
    temp files on the host; bwrap copies them in);
-3. spawn  [sh (join cgroup)] -> setpriv (uid) -> prlimit (rlimits) -> bwrap (namespaces,
-   seccomp) -> python harness.py;
+3. spawn  setpriv (uid) -> prlimit (rlimits) -> bwrap (namespaces, seccomp) -> python
+   harness.pyc as the namespace's pid 1; bwrap waits on --block-fd until this process has
+   moved it into the execution's cgroup (weak isolation without bwrap: a shell joins it);
 4. pump stdout / stderr / the grader channel with caps, under a wall-clock deadline;
 5. kill every process of the uid (and of the cgroup), reap, verify that none is left, then
    hand the uid back. A uid whose processes cannot be killed is quarantined, never reused.
