@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from reward.math import DEFAULT_TIMEOUT_S, MathScore, MathStatus, SymbolicCheck, fast_check
@@ -40,6 +40,8 @@ DEFAULT_WORKER_MEMORY_MB = 2048
 SOFT_DEADLINE_FRACTION = 0.8
 ZYGOTE_START_TIMEOUT_S = 120.0
 WORKER_FORK_TIMEOUT_S = 30.0
+# Requests queued at one worker: the one it is working on and the next.
+QUEUE_DEPTH = 2
 
 
 def _zygote_env() -> dict[str, str]:
@@ -94,6 +96,15 @@ class _Zygote:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5.0)
+
+
+@dataclass
+class _InFlight:
+    """Requests sent to one worker and not yet answered, oldest (the one running) first."""
+
+    worker: _Worker
+    queue: collections.deque = field(default_factory=collections.deque)
+    head_started: float = 0.0  # time.monotonic() at which the worker started queue[0]
 
 
 @dataclass
@@ -256,53 +267,84 @@ class MathVerifierPool:
     def _run_symbolic(self, pending: collections.deque, results: list) -> None:
         while len(self._workers) < min(self.num_workers, len(pending)):
             self._start_worker()
-        busy: dict[Connection, tuple[_Worker, int, SymbolicCheck, float]] = {}
+        inflight: dict[Connection, _InFlight] = {}
         try:
-            self._dispatch(pending, results, busy)
+            self._dispatch(pending, results, inflight)
         except BaseException:
             # Interrupted (Ctrl-C, a failed replacement): a busy worker would later answer a
             # request of the *next* batch with this batch's result. Kill those workers.
-            for worker, *_ in busy.values():
-                worker.kill()
-                worker.close()
-                self._workers.remove(worker)
+            for f in inflight.values():
+                if f.queue:
+                    f.worker.kill()
+                    f.worker.close()
+                    self._workers.remove(f.worker)
             raise
 
-    def _dispatch(self, pending: collections.deque, results: list, busy: dict) -> None:
-        idle = list(self._workers)
+    def _dispatch(self, pending: collections.deque, results: list, inflight: dict) -> None:
+        """Keep up to QUEUE_DEPTH requests at each worker until every pending pair has a result.
+
+        With a second request already in its pipe, a worker never waits for this process to be
+        scheduled between two comparisons (on a busy machine that wait costs more than the
+        comparison). Each request's deadline starts when its worker starts it: at the send
+        for the head of an idle worker, else at the worker's reported finish of the one before.
+        """
         soft_s = None if self.soft_deadline_fraction is None else self.timeout_s * self.soft_deadline_fraction
-        while pending or busy:
-            while pending and idle:
-                worker = idle.pop()
-                i, check = pending.popleft()
-                try:
-                    worker.conn.send((check.pred, check.gold, soft_s))
-                except (OSError, ValueError):  # died while idle (killed from outside)
-                    worker = self._replace(worker)
-                    worker.conn.send((check.pred, check.gold, soft_s))
-                busy[worker.conn] = (worker, i, check, time.monotonic() + self.timeout_s)
-            next_deadline = min(d for _, _, _, d in busy.values())
-            ready = multiprocessing.connection.wait(list(busy), timeout=max(0.0, next_deadline - time.monotonic()))
-            now = time.monotonic()
-            for conn, (worker, i, check, deadline) in list(busy.items()):
-                if conn in ready:
-                    del busy[conn]
+        for w in self._workers:
+            inflight[w.conn] = _InFlight(w)
+
+        def send(f: _InFlight, i: int, check: SymbolicCheck) -> None:
+            f.worker.conn.send((check.pred, check.gold, soft_s))
+            if not f.queue:
+                f.head_started = time.monotonic()
+            f.queue.append((i, check))
+
+        def requeue_rest(f: _InFlight) -> None:
+            pending.extendleft(reversed(f.queue))
+            f.queue.clear()
+
+        def replace(f: _InFlight) -> None:
+            del inflight[f.worker.conn]
+            new = self._replace(f.worker)
+            inflight[new.conn] = _InFlight(new)
+
+        while pending or any(f.queue for f in inflight.values()):
+            for f in sorted(inflight.values(), key=lambda f: len(f.queue)):
+                while pending and len(f.queue) < QUEUE_DEPTH:
+                    i, check = pending.popleft()
                     try:
-                        status, detail = conn.recv()
+                        send(f, i, check)
+                    except (OSError, ValueError):  # died while idle (killed from outside)
+                        pending.appendleft((i, check))
+                        requeue_rest(f)
+                        replace(f)
+                        break
+            busy = [f for f in inflight.values() if f.queue]
+            if not busy:
+                continue
+            next_deadline = min(f.head_started + self.timeout_s for f in busy)
+            ready = multiprocessing.connection.wait([f.worker.conn for f in busy], timeout=max(0.0, next_deadline - time.monotonic()))
+            for f in busy:
+                if f.worker.conn in ready:
+                    try:
+                        while f.queue and f.worker.conn.poll():
+                            status, detail, finished_at = f.worker.conn.recv()
+                            i, check = f.queue.popleft()
+                            results[i] = check.score(MathStatus(status), detail)
+                            f.head_started = finished_at
                     except (EOFError, OSError):
+                        i, check = f.queue.popleft()
                         results[i] = check.score(MathStatus.ERROR, "verifier worker died during the comparison")
-                        idle.append(self._replace(worker))
-                        continue
-                    results[i] = check.score(MathStatus(status), detail)
-                    idle.append(worker)
-                elif now >= deadline:
-                    del busy[conn]
+                        requeue_rest(f)
+                        replace(f)
+                elif time.monotonic() >= f.head_started + self.timeout_s:
+                    i, check = f.queue.popleft()
                     results[i] = check.score(
                         MathStatus.TIMEOUT,
                         f"no verdict within {self.timeout_s:g}s; verifier worker killed and replaced",
                     )
                     self.counts["killed"] += 1
-                    idle.append(self._replace(worker))
+                    requeue_rest(f)
+                    replace(f)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -12,17 +12,19 @@ Protocol on the control socket (a socketpair end inherited as CTRL_FD):
                   pool's end of a fresh socketpair attached (SCM_RIGHTS).
   EOF            = the pool is gone: exit (workers die with the zygote: PR_SET_PDEATHSIG).
 Worker sockets carry multiprocessing.connection messages: (pred, gold, soft_deadline_s) ->
-(status, detail); None or EOF ends the worker.
+(status, detail, finished_at_monotonic), answered in order; None or EOF ends the worker.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import resource
 import signal
 import socket
 import sys
+import time
 import traceback
 from multiprocessing.connection import Connection
 
@@ -60,7 +62,9 @@ def worker_loop(conn: Connection) -> None:
             return
         pred, gold, soft_s = msg
         status, detail = symbolic_verdict(pred, gold, soft_s)
-        conn.send((status.value, detail))
+        # CLOCK_MONOTONIC is system-wide: the pool starts the next queued request's deadline
+        # at this instant, not when it gets round to reading this answer.
+        conn.send((status.value, detail, time.monotonic()))
 
 
 def _run_worker(sock: socket.socket, memory_mb: int) -> None:
@@ -109,6 +113,9 @@ def main(ctrl_fd: int, memory_mb: int) -> None:
         return
     ctrl = socket.socket(fileno=ctrl_fd)
     _warm_up()
+    # Forked workers share the zygote's memory copy-on-write. The cyclic GC would visit (and
+    # so copy) every inherited object on its first full pass; frozen objects are skipped.
+    gc.freeze()
     ctrl.sendall(b"R")
     while True:
         request = ctrl.recv(1)

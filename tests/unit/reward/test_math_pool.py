@@ -92,6 +92,30 @@ def test_hard_deadline_kills_and_replaces_a_worker_that_does_not_answer():
         assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct  # the replacement works
 
 
+def test_requests_queued_behind_a_killed_one_are_answered_by_the_replacement():
+    with MathVerifierPool(num_workers=1, timeout_s=1.0, soft_deadline_fraction=None) as p:
+        assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
+        started = time.monotonic()
+        scores = p.score_batch(
+            [SLOW[0], "\\boxed{\\sqrt{8}}", SLOW[0], "\\boxed{\\sqrt{3}}"],
+            [SLOW[1], "2\\sqrt{2}", SLOW[1], "\\sqrt{2}"],
+        )
+        assert [s.status for s in scores] == [MathStatus.TIMEOUT, MathStatus.CORRECT, MathStatus.TIMEOUT, MathStatus.WRONG]
+        assert time.monotonic() - started < 2 * 1.0 + 1.5
+        assert p.counts["killed"] == 2
+
+
+def test_a_queued_request_gets_its_full_deadline_after_the_one_before():
+    # One worker, two slow requests in its queue. Each ends by its own soft deadline (0.6 s
+    # after *it* starts), so neither is killed; a clock started at the send would kill the
+    # second at 1.0 s, before its soft deadline at ~1.2 s.
+    with MathVerifierPool(num_workers=1, timeout_s=1.0, soft_deadline_fraction=0.6) as p:
+        assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
+        scores = p.score_batch([SLOW[0], SLOW[0]], [SLOW[1], SLOW[1]])
+        assert [s.status for s in scores] == [MathStatus.TIMEOUT, MathStatus.TIMEOUT]
+        assert all("exceeded" in s.detail for s in scores) and p.counts["killed"] == 0
+
+
 def test_worker_dying_mid_comparison_is_an_error_not_a_verdict():
     with MathVerifierPool(num_workers=1, timeout_s=10.0) as p:
         assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
