@@ -16,8 +16,10 @@ Inputs (real data from QWEN25_RL_DATA, default ../shared/data):
 processes, the production path); "math-verify" is `verify(parse(gold), parse(response))`
 per pair in one process, its default usage. Every timing runs in a fresh process (cold sympy
 and gold caches for both; one warm-up pair outside the timing), so neither method inherits
-the other's warm caches. Each figure is the best of --repeats; the ratio compares the best
-figures. Long-lived reward workers run warm, so these figures are conservative for both.
+the other's warm caches; "cold" is that first pass. "warm" is a second pass over the same
+pairs in the same processes: sympy's caches warm for both, and our gold caches hold every
+gold (a long-lived reward worker's steady state; in GRPO a gold repeats for each sample of
+its group). Each figure is the best of --repeats; the ratio compares the best figures.
 """
 
 from __future__ import annotations
@@ -56,28 +58,48 @@ def load_pairs() -> dict[str, list[tuple[str, str, bool | None]]]:
     return pairs
 
 
-def run_ours(pairs, workers: int) -> tuple[float, list[bool], dict]:
-    import reward.math as rm
+def _cpu_s(pids: list[int]) -> float:
+    """On-CPU seconds of these processes so far (/proc/PID/schedstat, nanoseconds)."""
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/schedstat") as f:
+            total += int(f.read().split()[0]) / 1e9
+    return total
+
+
+def run_ours(pairs, workers: int) -> dict:
+    """The batch twice through one pool: cold and warm wall seconds, and CPU seconds of this
+    process plus the workers (load-independent, unlike wall time on a shared machine)."""
     from reward.math import MathVerifierPool
 
-    rm._cached_gold_forms.cache_clear()  # cold gold cache each repeat: same footing as math-verify
     with MathVerifierPool(num_workers=workers, timeout_s=10.0) as pool:
         # Start the worker processes outside the timing (a long-lived pool pays this once).
         pool.score_batch(["\\boxed{\\sqrt{8}}"] * workers, ["2\\sqrt{2}"] * workers)
         pool.counts.clear()
-        started = time.perf_counter()
-        scores = pool.score_batch([p[0] for p in pairs], [p[1] for p in pairs])
-        elapsed = time.perf_counter() - started
-        counts = {k: v for k, v in pool.counts.items() if k.startswith(("path_", "status_"))}
-    return elapsed, [s.correct for s in scores], counts
+        procs = [os.getpid()] + pool.process_ids()[1:]  # the zygote only forks: not counted
+        out = {}
+        for phase in ("cold", "warm"):
+            cpu, started = _cpu_s(procs), time.perf_counter()
+            scores = pool.score_batch([p[0] for p in pairs], [p[1] for p in pairs])
+            out[phase], out[f"{phase}_cpu"] = time.perf_counter() - started, _cpu_s(procs) - cpu
+            if phase == "cold":
+                out["verdicts"] = [s.correct for s in scores]
+                out["counts"] = {k: v for k, v in pool.counts.items() if k.startswith(("path_", "status_"))}
+        assert pool.counts["workers_replaced"] == 0, "a worker was replaced: CPU accounting incomplete"
+    return out
 
 
-def run_math_verify(pairs) -> tuple[float, list[bool]]:
+def run_math_verify(pairs) -> dict:
+    """The pairs twice in this process: cold and warm wall seconds and CPU seconds."""
     from math_verify import parse, verify
 
-    started = time.perf_counter()
-    verdicts = [bool(verify(parse(f"${gold}$"), parse(response))) for response, gold, _ in pairs]
-    return time.perf_counter() - started, verdicts
+    out = {}
+    for phase in ("cold", "warm"):
+        cpu, started = _cpu_s([os.getpid()]), time.perf_counter()
+        verdicts = [bool(verify(parse(f"${gold}$"), parse(response))) for response, gold, _ in pairs]
+        out[phase], out[f"{phase}_cpu"] = time.perf_counter() - started, _cpu_s([os.getpid()]) - cpu
+        out.setdefault("verdicts", verdicts)
+    return out
 
 
 def symbolic_inputs() -> list[tuple[str, str]]:
@@ -89,22 +111,20 @@ def symbolic_inputs() -> list[tuple[str, str]]:
     return [(normalize_answer(last_boxed(r["solution"])), normalize_answer(r["answer"]), r["solution"], r["answer"]) for r in rows]
 
 
-def run_symbolic_ours(items) -> tuple[float, list[bool]]:
+def run_symbolic_ours(items) -> dict:
     from reward.math import MathStatus, symbolic_verdict
-    from reward.math_sympy import parse_gold
 
-    parse_gold.cache_clear()
-    started = time.perf_counter()
+    cpu, started = _cpu_s([os.getpid()]), time.perf_counter()
     verdicts = [symbolic_verdict(pred, gold, 10.0)[0] is MathStatus.CORRECT for pred, gold, _, _ in items]
-    return time.perf_counter() - started, verdicts
+    return {"cold": time.perf_counter() - started, "cold_cpu": _cpu_s([os.getpid()]) - cpu, "verdicts": verdicts}
 
 
-def run_symbolic_mv(items) -> tuple[float, list[bool]]:
+def run_symbolic_mv(items) -> dict:
     from math_verify import parse, verify
 
-    started = time.perf_counter()
+    cpu, started = _cpu_s([os.getpid()]), time.perf_counter()
     verdicts = [bool(verify(parse(f"${gold}$"), parse(solution))) for _, _, solution, gold in items]
-    return time.perf_counter() - started, verdicts
+    return {"cold": time.perf_counter() - started, "cold_cpu": _cpu_s([os.getpid()]) - cpu, "verdicts": verdicts}
 
 
 def agreement(verdicts: list[bool], pairs) -> str:
@@ -115,23 +135,18 @@ def agreement(verdicts: list[bool], pairs) -> str:
 def measure_once(method: str, inputs: str, workers: int) -> dict:
     """One timing in this (fresh) process: both methods start equally cold."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    from math_verify import parse, verify
+
+    verify(parse("$1$"), parse("$1$"))  # first-call setup outside the timing, both methods
     if inputs == "math500-symbolic":
         items = symbolic_inputs()
-        from math_verify import parse, verify
-
-        verify(parse("$1$"), parse("$1$"))  # first-call setup outside the timing, both methods
-        elapsed, verdicts = run_symbolic_ours(items) if method == "ours" else run_symbolic_mv(items)
-        return {"elapsed": elapsed, "verdicts": verdicts, "labels": [True] * len(items)}
+        out = run_symbolic_ours(items) if method == "ours" else run_symbolic_mv(items)
+        out["labels"] = [True] * len(items)
+        return out
     items = load_pairs()[inputs]
-    if method == "ours":
-        elapsed, verdicts, counts = run_ours(items, workers)
-    else:
-        from math_verify import parse, verify
-
-        verify(parse("$1$"), parse("$1$"))
-        elapsed, verdicts = run_math_verify(items)
-        counts = {}
-    return {"elapsed": elapsed, "verdicts": verdicts, "labels": [p[2] for p in items], "counts": counts}
+    out = run_ours(items, workers) if method == "ours" else run_math_verify(items)
+    out["labels"] = [p[2] for p in items]
+    return out
 
 
 def main() -> None:
@@ -148,44 +163,52 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     results = []
     for inputs in ("gsm8k", "math500", "math500-symbolic"):
-        best: dict[str, dict] = {}
+        runs: dict[str, list[dict]] = {"ours": [], "math-verify": []}
         for _ in range(args.repeats):
-            for method in ("ours", "math-verify"):
+            for method in runs:
                 # A fresh process per timing: no method inherits the other's warm sympy caches.
                 out = subprocess.run(
                     [sys.executable, __file__, "--measure", method, inputs, "--workers", str(args.workers)],
                     check=True, capture_output=True, text=True,
                 )  # fmt: skip
-                m = json.loads(out.stdout.strip().splitlines()[-1])
-                if method not in best or m["elapsed"] < best[method]["elapsed"]:
-                    best[method] = m
-        ours, mv = best["ours"], best["math-verify"]
-        n = len(ours["verdicts"])
-        known = [i for i, label in enumerate(ours["labels"]) if label is not None]
-        results.append(
-            {
-                "inputs": inputs + (" (1 process)" if inputs == "math500-symbolic" else ""),
-                "pairs": n,
-                "ours_per_s": n / ours["elapsed"],
-                "math_verify_per_s": n / mv["elapsed"],
-                "ratio": mv["elapsed"] / ours["elapsed"],
-                "ours_agree_with_known_labels": f"{sum(ours['verdicts'][i] == ours['labels'][i] for i in known)}/{len(known)}",
-                "math_verify_agree_with_known_labels": f"{sum(mv['verdicts'][i] == mv['labels'][i] for i in known)}/{len(known)}",
-                "verdicts_differ": sum(a != b for a, b in zip(ours["verdicts"], mv["verdicts"])),
-                "ours_paths": ours.get("counts", {}),
-            }
-        )
-        print(json.dumps(results[-1]), flush=True)
+                runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        ours, mv = runs["ours"], runs["math-verify"]
+        n = len(ours[0]["verdicts"])
+
+        def best(rs: list[dict], key: str) -> float | None:
+            vals = [r[key] for r in rs if key in r]
+            return min(vals) if vals else None
+
+        labels = ours[0]["labels"]
+        known = [i for i, label in enumerate(labels) if label is not None]
+        r = {"inputs": inputs + (" (1 process)" if inputs == "math500-symbolic" else ""), "pairs": n}
+        for phase in ("cold", "warm"):
+            o, m = best(ours, phase), best(mv, phase)
+            if o is None:
+                continue
+            r[f"{phase}_ours_per_s"], r[f"{phase}_math_verify_per_s"], r[f"{phase}_ratio"] = n / o, n / m, m / o
+            oc, mc = best(ours, f"{phase}_cpu"), best(mv, f"{phase}_cpu")
+            r[f"{phase}_ours_cpu_ms"], r[f"{phase}_math_verify_cpu_ms"] = 1000 * oc / n, 1000 * mc / n
+        r["ours_agree_with_known_labels"] = f"{sum(ours[0]['verdicts'][i] == labels[i] for i in known)}/{len(known)}"
+        r["math_verify_agree_with_known_labels"] = f"{sum(mv[0]['verdicts'][i] == labels[i] for i in known)}/{len(known)}"
+        r["verdicts_differ"] = sum(a != b for a, b in zip(ours[0]["verdicts"], mv[0]["verdicts"]))
+        r["ours_paths"] = ours[0].get("counts", {})
+        results.append(r)
+        print(json.dumps(r), flush=True)
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"workers={args.workers}, best of {args.repeats}, load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}\n")  # fmt: skip
-    print("| inputs | pairs | ours (verifications/s) | math-verify direct (/s) | ratio | agree with known labels: ours / math-verify |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    print("| inputs | pass | ours (/s) | math-verify (/s) | ratio | ours CPU ms/pair | math-verify CPU ms/pair | agree with known labels: ours / math-verify |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
-        print(
-            f"| {r['inputs']} | {r['pairs']} | {r['ours_per_s']:,.0f} | {r['math_verify_per_s']:,.0f} | "
-            f"{r['ratio']:.1f}x | {r['ours_agree_with_known_labels']} / {r['math_verify_agree_with_known_labels']} |"
-        )
+        for phase in ("cold", "warm"):
+            if f"{phase}_ratio" not in r:
+                continue
+            print(
+                f"| {r['inputs']} ({r['pairs']}) | {phase} | {r[f'{phase}_ours_per_s']:,.0f} | {r[f'{phase}_math_verify_per_s']:,.0f} | "
+                f"{r[f'{phase}_ratio']:.1f}x | {r[f'{phase}_ours_cpu_ms']:.2f} | {r[f'{phase}_math_verify_cpu_ms']:.2f} | "
+                f"{r['ours_agree_with_known_labels']} / {r['math_verify_agree_with_known_labels']} |"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
