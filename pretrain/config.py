@@ -84,6 +84,10 @@ class TrainerConfig(Section):
             )
         if self.strategy == "deepspeed" and self.zero_stage == 3 and not self.use_gpu:
             raise ValueError("zero_stage 3 needs use_gpu: true (ZeRO-3 over gloo on CPU has known NaN bugs); use 1 or 2, or strategy ddp")
+        if self.strategy == "deepspeed" and self.zero_stage == 3 and self.loss_chunk_size is not None:
+            # The chunked loss reads the output projection outside the module's forward, where
+            # ZeRO-3 keeps only this rank's partition of it.
+            raise ValueError("loss_chunk_size cannot be combined with zero_stage 3; use zero_stage 2 or drop loss_chunk_size")
         return self
 
     @property

@@ -270,8 +270,10 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         if eval_store is not None and first_step == 0:
             loss0 = evaluate(engine, loss_fn, eval_store, rank, world, mb, trainer["eval_max_batches"], device)
             ray.train.report({"step": global_step, "phase": phase["name"], "eval_loss": loss0})
+        # A step's time runs from the end of the previous step's update to the end of its own,
+        # so the previous step's report / checkpoint / evaluation cost is counted, not hidden.
+        t0 = time.perf_counter()
         for s in range(first_step, phase["steps"]):
-            t0 = time.perf_counter()
             all_rows = step_rows(store.order, s, B)
             # The step's trained-token count over all ranks, read from the data (every rank
             # computes the same number; no communication needed).
@@ -290,7 +292,8 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
                 grad_norm = engine.after_micro_batch(last, lr)
             global_step += 1
             (loss_sum,) = _all_reduce_sum([loss_acc], device)
-            dt = time.perf_counter() - t0
+            t_end = time.perf_counter()
+            dt, t0 = t_end - t0, t_end
             tokens = int(store.lengths[all_rows].sum())
             metrics: dict[str, Any] = {
                 "step": global_step, "phase": phase["name"], "loss": loss_sum, "lr": lr,
