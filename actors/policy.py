@@ -207,6 +207,8 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         ([B] or [B,R]) and `old_log_probs`; `ref_log_probs` when kl_coef > 0;
         `sampler_logprobs` when tis is on. Returns metrics averaged over all ranks."""
         loss = loss if isinstance(loss, LossSettings) else LossSettings(**loss)
+        if "old_log_probs" not in batch.tensors and (loss.ppo_epochs > 1 or loss.num_mini_batches > 1):
+            raise ValueError("old_log_probs are required unless the update is one pass over one mini-batch (on-policy)")
         if len(batch) < loss.num_mini_batches:
             raise ValueError(
                 f"policy rank {self.rank} got {len(batch)} samples for {loss.num_mini_batches} mini-batches; "
@@ -217,6 +219,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         # micro-batches and ranks. Per-token statistics are averaged weighted by tokens.
         added: dict[str, float] = {}
         weighted: dict[str, float] = {}
+        gap_max = 0.0
         weight_total = 0.0
         grad_norms = []
         generator = torch.Generator().manual_seed(seed * 1000 + self.rank)
@@ -235,12 +238,14 @@ class PolicyWorker(ReferenceWorker, WeightSource):
                 for i, mb in enumerate(micros):
                     last = i == n_micro - 1
                     with self.engine.micro_batch(last):
-                        out = self._micro_loss(mb, loss, n_tok, n_seq)
+                        out, gap = self._micro_loss(mb, loss, n_tok, n_seq)
                         self.engine.backward(out.loss * self.world_size)
+                    if gap is not None:
+                        gap_max = max(gap_max, gap)
                     norm = self.engine.after_micro_batch(last, lr)
                     w = float(out.metrics["response_tokens"])
                     weight_total += w
-                    added["loss"] = added.get("loss", 0.0) + float(out.loss)
+                    added["loss"] = added.get("loss", 0.0) + float(out.loss.detach())
                     for k, v in out.metrics.items():
                         if k in ADDITIVE_METRICS:
                             added[k] = added.get(k, 0.0) + float(v)
@@ -254,6 +259,8 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         total_w = max(reduced[-1], 1.0)
         metrics = {f"policy/{k}": v / updates for k, v in zip(a_keys, reduced[: len(a_keys)])}
         metrics |= {f"policy/{k}": v / total_w for k, v in zip(w_keys, reduced[len(a_keys) : -1])}
+        if "sampler_logprobs" in batch.tensors:
+            metrics["logprob_gap/sampler_trainer_abs_max"] = self._all_reduce([gap_max], op="max")[0]
         metrics["policy/grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
         metrics["policy/lr"] = lr
         metrics["policy/optimizer_steps"] = float(len(grad_norms))
@@ -263,9 +270,18 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         with_entropy = True  # entropy is reported every step; the chunked path makes it cheap
         lp, ent = self._forward(mb, loss.temperature, with_entropy)
         mb = mb.to(self.device)
+        # On-policy (one pass, one mini-batch): the policy before this update IS the current one,
+        # so its log-probs are these, detached; no separate scoring pass is needed (TRL skips it
+        # the same way).
+        old = mb["old_log_probs"] if "old_log_probs" in mb.tensors else lp.detach()
+        gap = None
+        if "sampler_logprobs" in mb.tensors and bool(mb["response_mask"].any()):
+            # Sampler vs trainer log-probs of the same tokens (before the first update of the
+            # step): the weight-sync consistency check, for free.
+            gap = float((old - mb["sampler_logprobs"]).abs()[mb["response_mask"].bool()].max())
         return policy_loss(
             lp,
-            mb["old_log_probs"],
+            old,
             mb["advantages"],
             mb["response_mask"],
             loss_type=loss.loss_type,
@@ -286,7 +302,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
             clip_high=loss.clip_high,
             dual_clip=loss.dual_clip,
             **loss.extra,
-        )
+        ), gap
 
     # -- weights and checkpoints -----------------------------------------------------------
 
@@ -306,16 +322,23 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         self.engine.save(out, self.rank)
-        state = self.engine.export_state_dict()
+        self.save_model(str(out / "model"), tokenizer_path)
         if self.rank == 0:
-            model = self.scorer.model
-            model.save_pretrained(out / "model", state_dict=None if state is None else {k.removeprefix("model."): v for k, v in state.items()}, safe_serialization=True)
-            if tokenizer_path:
-                from qwen25_rl.models import load_tokenizer
-
-                load_tokenizer(tokenizer_path).save_pretrained(out / "model")
             (out / "policy_worker.json").write_text(json.dumps({"world_size": self.world_size, "settings": asdict(self.settings), **(extra_state or {})}))
         torch.save(_rng_state(), out / f"rng_rank{self.rank}.pt")
+
+    def save_model(self, folder: str, tokenizer_path: str | None = None) -> None:
+        """The policy in Hugging Face format (+ tokenizer). Every rank calls it (ZeRO-3 gathers)."""
+        state = self.engine.export_state_dict()
+        if self.rank != 0:
+            return
+        if state is not None:
+            state = {k.removeprefix("model."): v for k, v in state.items()}
+        self.scorer.model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+        if tokenizer_path:
+            from qwen25_rl.models import load_tokenizer
+
+            load_tokenizer(tokenizer_path).save_pretrained(folder)
 
     def load(self, folder: str) -> None:
         """Restore weights, optimizer and RNG from `save`'s folder (same world size)."""

@@ -127,22 +127,22 @@ def run_grpo(cfg: GRPOConfig) -> Path:
 
 
 def add_log_probs(cluster: RLCluster, batch, cfg: GRPOConfig):
-    """Old (trainer) log-probs, reference log-probs when a KL term needs them, and the gap
-    between the sampler's and the trainer's log-probs of the same tokens."""
+    """Old (trainer) log-probs when the update makes several passes, reference log-probs when a
+    KL term needs them. (The sampler-vs-trainer gap is measured by the policy workers.)"""
     temperature = cfg.rollout.temperature
-    t = time.perf_counter()
-    scored = cluster.policy_log_probs(batch, temperature)
-    metrics = {"time/old_log_probs_s": time.perf_counter() - t}
-    batch = batch.with_tensors(old_log_probs=scored["log_probs"])
+    metrics: dict[str, float] = {}
+    algo = cfg.algorithm
+    if algo.ppo_epochs > 1 or algo.num_mini_batches > 1 or (algo.kl_mode == "reward" and algo.kl_coef > 0):
+        # Several updates per batch: the ratio needs the log-probs from before the first one
+        # (and a KL reward penalty needs them before advantages are computed).
+        # (One update: the worker uses its own forward pass, detached; see PolicyWorker.train.)
+        t = time.perf_counter()
+        batch = batch.with_tensors(old_log_probs=cluster.policy_log_probs(batch, temperature)["log_probs"])
+        metrics["time/old_log_probs_s"] = time.perf_counter() - t
     if cluster.reference is not None:
         t = time.perf_counter()
         batch = batch.with_tensors(ref_log_probs=cluster.reference_log_probs(batch, temperature)["log_probs"])
         metrics["time/reference_s"] = time.perf_counter() - t
-    mask = batch["response_mask"].bool()
-    if mask.any():
-        gap = (batch["old_log_probs"] - batch["sampler_logprobs"])[mask]
-        metrics["logprob_gap/sampler_trainer_abs_mean"] = float(gap.abs().mean())
-        metrics["logprob_gap/sampler_trainer_abs_max"] = float(gap.abs().max())
     return batch, metrics
 
 

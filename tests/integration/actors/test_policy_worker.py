@@ -131,3 +131,22 @@ def test_too_few_samples_for_mini_batches_is_a_clear_error(ray_cluster, tiny_mod
             g.run_rank0("train", batch.with_tensors(old_log_probs=old), LossSettings(num_mini_batches=4), lr=1.0)
     finally:
         g.shutdown()
+
+
+def test_on_policy_update_without_old_log_probs_equals_explicit_old(ray_cluster, tiny_model_dir):
+    """One pass over one mini-batch: the worker's own detached log-probs are the old ones."""
+    batch, loss = make_batch(1000, seed=3), LossSettings()
+    g = policy_group(tiny_model_dir, 1, "t/onpolicy-a", strategy="ddp", micro_batch_size=4)
+    try:
+        _, explicit = one_update(g, batch, loss)
+    finally:
+        g.shutdown()
+    g = policy_group(tiny_model_dir, 1, "t/onpolicy-b", strategy="ddp", micro_batch_size=4)
+    try:
+        g.run_sharded("train", batch, loss=loss, lr=1.0)
+        implicit = dict(g.run("sync_weights")[0])
+        with pytest.raises(ray.exceptions.RayTaskError, match="old_log_probs are required"):
+            g.run_rank0("train", batch, LossSettings(ppo_epochs=2), lr=1.0)
+    finally:
+        g.shutdown()
+    assert max_weight_diff(explicit, implicit) < 1e-6
