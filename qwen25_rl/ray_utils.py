@@ -23,7 +23,9 @@ def init_ray(cfg: RayConfig, *, log_to_driver: bool = True) -> dict:
     # submitted job already carries its working dir, so only env vars are added here.
     runtime_env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")}}
     if address:
-        ray.init(address=address, namespace=cfg.namespace, log_to_driver=log_to_driver, runtime_env=runtime_env)
+        # A submitted job already has its runtime env (working dir, env vars); passing another
+        # here would replace it, so workers keep the job's.
+        ray.init(address=address, namespace=cfg.namespace, log_to_driver=log_to_driver)
     else:
         ray.init(
             num_cpus=cfg.num_cpus,
