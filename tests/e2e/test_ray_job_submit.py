@@ -1,0 +1,127 @@
+"""`ray job submit` against a real `ray start --head`: the tiny GRPO run as a Ray job, its
+status, its metrics file and its Ray metrics on the node's Prometheus endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from qwen25_rl.paths import REPO_ROOT
+from qwen25_rl.runs import read_metrics
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1500)]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    """A head node of our own: `ray start --head --block` in its own process group, so stopping
+    it kills exactly its processes (`ray stop` would kill every Ray on the machine)."""
+    gcs, dash, metrics, agent_http, agent_grpc, runtime_env = (free_port() for _ in range(6))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=4", f"--port={gcs}", "--node-ip-address=127.0.0.1",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--metrics-export-port={metrics}",
+         "--include-dashboard=true", "--object-store-memory=400000000", f"--temp-dir={temp}", "--disable-usage-stats",
+         # every port of our own: another Ray on the machine must not make the job agent fail
+         f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--runtime-env-agent-port={runtime_env}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 180
+        while job_cli(address, "list", timeout=60).returncode != 0:
+            assert proc.poll() is None and time.time() < deadline, "ray start --head did not come up"
+            time.sleep(2)
+        yield address, metrics
+    finally:
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+# `ray start` (Ray 2.60) enables token authentication and writes ~/.ray/auth_token; the job CLI
+# only sends that token when told the cluster uses it.
+CLI_ENV = os.environ | {"RAY_AUTH_MODE": "token"}
+
+
+def job_cli(address: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ray"), "job", *args, "--address", address], capture_output=True, text=True, timeout=timeout, env=CLI_ENV)
+
+
+def job_status(address: str, job_id: str) -> str:
+    """The job's status through the SDK, in a process of its own: the SDK reads RAY_AUTH_MODE
+    when Ray is first imported, and this test process imported Ray without it."""
+    code = "import sys; from ray.job_submission import JobSubmissionClient as C; print(C(sys.argv[1]).get_job_status(sys.argv[2]).value)"
+    out = subprocess.run([sys.executable, "-c", code, address, job_id], capture_output=True, text=True, timeout=120, env=CLI_ENV)
+    return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else f"(status query failed: {out.stderr[-300:]})"
+
+
+def test_grpo_runs_as_a_submitted_ray_job(ray_head, tiny_model_dir, digit_task, tmp_path, grpo_overrides):
+    address, metrics_port = ray_head
+    out = tmp_path / "runs"
+    overrides = grpo_overrides(tiny_model_dir, digit_task, out, "job", **{
+        "rollout.engine": "vllm", "policy.strategy": "deepspeed", "algorithm.total_steps": 3, "optimizer.lr": 1.0e-2,
+        "checkpoint.every_n_steps": 3,
+    })  # fmt: skip
+    entry = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "qwen25_rl", "grpo", "--config", "configs/tiny/grpo.yaml", *overrides])
+    # The job agent on the node can come up a little after the dashboard: retry, bounded.
+    for _ in range(20):
+        submit = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait", "--working-dir", str(REPO_ROOT),
+             "--submission-id", "qwen25-grpo-test", "--", "bash", "-c", entry],
+            capture_output=True, text=True, timeout=300, env=CLI_ENV,
+        )  # fmt: skip
+        if "No available agent" not in submit.stderr:
+            break
+        time.sleep(4)
+    assert submit.returncode == 0, submit.stderr[-3000:]
+
+    seen_gauge = False
+    deadline = time.time() + 900
+    status = ""
+    while time.time() < deadline:
+        status = job_status(address, "qwen25-grpo-test")
+        if not seen_gauge:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+                seen_gauge = "ray_qwen25_rl_grpo_reward_mean" in text
+            except OSError:
+                pass
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        time.sleep(3)
+    logs = job_cli(address, "logs", "qwen25-grpo-test").stdout
+    assert status == "SUCCEEDED", f"{status}\n{logs[-4000:]}"
+
+    rows = read_metrics(out / "job" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all("reward/mean" in r for r in rows)
+    assert (out / "job" / "checkpoints" / "step_3" / "COMPLETE").is_file()
+    assert json.loads(logs.strip().splitlines()[-1])["run_dir"].endswith("job")
+    assert seen_gauge, "the run's Ray metrics never reached the node's Prometheus endpoint"
