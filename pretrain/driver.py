@@ -305,6 +305,19 @@ def prepare_sft_data(cfg: SFTConfig, run: RunDir, tokenizer_dir: str) -> dict:
     }  # fmt: skip
 
 
+def log_data_stats(run: RunDir, phases: list[dict]) -> None:
+    """One `event: data` row per phase in metrics.jsonl: rows, tokens, padding, the mixture
+    actually drawn per source, and (SFT) how many conversations were truncated or dropped."""
+    writer = run.metrics_writer(tensorboard=False)
+    try:
+        for ph in phases:
+            meta = read_meta(ph["train_dir"]) or {}
+            row = {k: meta[k] for k in ("rows", "tokens", "padding_tokens", "loss_tokens", "seq_len", "sources", "conversations") if k in meta}
+            writer.log(0, {"event": "data", "phase": ph["name"], **row})
+    finally:
+        writer.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # training and export
 
@@ -411,6 +424,7 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
     phases = plan_pretrain_phases(cfg, _read_model_config(init_model))
     init_ray(cfg.ray)
     prepare_pretrain_data(cfg, run, tokenizer_dir, phases)
+    log_data_stats(run, phases)
     result = fit(cfg, run, _plan(cfg, "pretrain", phases, init_model, tokenizer_dir, resume_from))
     return _finish(cfg, run, result, cfg.total_steps)
 
@@ -428,5 +442,6 @@ def run_sft(cfg: SFTConfig) -> StageResult:
         raise ValueError(f"data.max_length {cfg.data.max_length} exceeds the model's max_position_embeddings {max_pos} ({init_model})")
     init_ray(cfg.ray)
     phase = prepare_sft_data(cfg, run, tokenizer_dir)
+    log_data_stats(run, [phase])
     result = fit(cfg, run, _plan(cfg, "sft", [phase], init_model, tokenizer_dir, resume_from))
     return _finish(cfg, run, result, phase["steps"])
