@@ -61,7 +61,8 @@ class RLCluster:
             r = cfg.reference
             self.reference = self._add(WorkerGroup(
                 ReferenceWorker, r.num_workers, name=f"{name}/reference", num_cpus=r.num_cpus_per_worker,
-                num_gpus=r.num_gpus_per_worker, distributed=False, init_kwargs={"model_path": self.model_path}, **common,
+                num_gpus=r.num_gpus_per_worker, distributed=False,
+                init_kwargs={"model_path": self.model_path, "torch_threads": r.torch_threads}, **common,
             ))  # fmt: skip
         ro = cfg.rollout
         engine_kwargs: dict[str, Any] = {"max_model_len": ro.max_model_len, "seed": cfg.seed}

@@ -279,9 +279,12 @@ class RolloutWorker(DistributedWorker):
     def get_version(self) -> int:
         return self.version
 
-    def update_weights(self, version: int, weights: list[tuple[str, torch.Tensor]]) -> int:
-        """Load new weights (HF parameter names) and adopt their policy version."""
-        self.engine.load_weights(weights)
+    def update_weights(self, version: int, weights) -> int:
+        """Load new weights (HF parameter names; a list of (name, tensor) or PackedWeights) and
+        adopt their policy version."""
+        from actors.weight_sync import PackedWeights
+
+        self.engine.load_weights(weights.unpack() if isinstance(weights, PackedWeights) else weights)
         self.version = version
         return version
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import ray
@@ -29,7 +30,7 @@ Layout = list[tuple[str, list[tuple[str, tuple[int, ...]]]]]
 def plan_buckets(named: list[tuple[str, torch.Tensor]], bucket_mb: float) -> Layout:
     """Group parameters into buckets of one dtype and at most `bucket_mb` (a single larger
     tensor gets a bucket of its own)."""
-    limit = int(bucket_mb * 2**20)
+    limit = bucket_mb * 2**20
     layout: Layout = []
     current: list[tuple[str, tuple[int, ...]]] = []
     dtype, size = None, 0
@@ -90,6 +91,49 @@ class BroadcastGroup:
         return out
 
 
+# numpy has no bfloat16: such buffers travel as int16 bit patterns.
+_NUMPY_CARRIER = {torch.bfloat16: torch.int16}
+
+
+@dataclass
+class PackedWeights:
+    """Weights as one flat numpy buffer per dtype bucket + the layout to cut them apart.
+
+    Ray stores numpy arrays out of band and readers map them from shared memory without a
+    copy; a list of torch tensors instead goes through pickle (measured here: 35-200 ms vs
+    under 20 ms to put 15 MB, and 20 ms vs 1 ms to get it)."""
+
+    layout: Layout
+    buffers: list  # numpy arrays, one per bucket
+
+    @staticmethod
+    def pack(named: list[tuple[str, torch.Tensor]]) -> "PackedWeights":
+        layout = plan_buckets(named, bucket_mb=float("inf"))
+        tensors = dict(named)
+        buffers = []
+        for dtype, params in layout:
+            flat = torch.cat([tensors[n].detach().reshape(-1).cpu() for n, _ in params])
+            carrier = _NUMPY_CARRIER.get(flat.dtype)
+            buffers.append((flat.view(carrier) if carrier else flat).numpy())
+        return PackedWeights(layout, buffers)
+
+    def unpack(self) -> list[tuple[str, torch.Tensor]]:
+        import warnings
+
+        out = []
+        for (dtype, params), buf in zip(self.layout, self.buffers):
+            with warnings.catch_warnings():  # read-only shared memory: consumers copy, never write
+                warnings.simplefilter("ignore", UserWarning)
+                flat = torch.from_numpy(buf)
+            target = _dtype(dtype)
+            if flat.dtype != target:
+                flat = flat.view(target)
+            numels = [int(torch.Size(shape).numel()) for _, shape in params]
+            for (name, shape), chunk in zip(params, flat.split(numels)):
+                out.append((name, chunk.view(shape)))
+        return out
+
+
 class WeightSource:
     """Mixin for the policy worker: what the transports call on EVERY policy rank.
 
@@ -109,7 +153,7 @@ class WeightSource:
         if self.rank != 0:
             return [None]
         # Wrapped in a list so Ray hands the caller the reference, not the weights.
-        return [ray.put([(n, t.detach().to("cpu").contiguous()) for n, t in weights])]
+        return [ray.put(PackedWeights.pack(weights))]
 
     def weight_layout(self, bucket_mb: float) -> Layout:
         return plan_buckets(self.sync_weights(), bucket_mb)

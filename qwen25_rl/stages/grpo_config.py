@@ -65,6 +65,9 @@ class ReferenceConfig(Section):
     num_cpus_per_worker: float = Field(default=1.0, gt=0)
     num_gpus_per_worker: float = Field(default=0.0, ge=0)
     micro_batch_size: int = Field(default=16, ge=1)
+    # torch threads (null: the CPU request, at least 1). The phases of a synchronous step run
+    # one after another, so each worker may use every core while the others wait.
+    torch_threads: int | None = Field(default=None, ge=1)
 
 
 class DynamicSamplingConfig(Section):
