@@ -59,17 +59,22 @@ class RunFolderCallback(UserCallback):
                 g.set(float(v), tags={"run": self.run_name})
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        row = dict(metrics[0]) if metrics else {}
-        step = int(row.pop("step", -1))
+        # Rank 0's report carries every step row since its previous report (the worker
+        # batches them; see pretrain.worker).
+        rows = [dict(r) for r in (metrics[0].get("rows") or [])] if metrics else []
         if checkpoint is not None:
-            row["checkpoint"] = checkpoint.path
-        self._metrics_writer().log(step, row)
-        self._set_gauges(row)
+            if not rows:
+                rows = [{"step": metrics[0].get("step", -1)}]
+            rows[-1]["checkpoint"] = checkpoint.path
+        for row in rows:
+            step = int(row.pop("step", -1))
+            self._metrics_writer().log(step, row)
+            self._set_gauges(row)
+            if self.console:
+                print(self._line(step, row), flush=True)
         if checkpoint is not None:
             with checkpoint.filesystem.open_output_stream(f"{checkpoint.path}/COMPLETE") as f:
                 f.write(b"ok\n")
-        if self.console:
-            print(self._line(step, row), flush=True)
 
     def _line(self, step: int, row: dict[str, Any]) -> str:
         parts = [f"[{self.stage}] step {step}"]

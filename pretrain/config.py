@@ -65,6 +65,10 @@ class TrainerConfig(Section):
     # Ray Train restarts the worker group this many times after a worker dies; each restart
     # resumes from the newest checkpoint.
     max_failures: int = Field(default=0, ge=-1)
+    # Metric rows go to Ray (and so to metrics.jsonl / the console) in batches at most this
+    # often: Ray Train blocks a report until its controller took the previous one, which it
+    # polls for every ~2 s. 0 reports every step (slow for fast steps; for tests).
+    report_interval_s: float = Field(default=5.0, ge=0)
     eval_every_n_steps: int | None = Field(default=None, gt=0)
     eval_max_batches: int | None = Field(default=None, gt=0)
     # Compute the loss from hidden states in chunks of this many tokens instead of

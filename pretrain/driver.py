@@ -432,6 +432,8 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
 def run_sft(cfg: SFTConfig) -> StageResult:
     from qwen25_rl.ray_utils import init_ray
 
+    if not (Path(cfg.model.path) / "config.json").is_file():  # before any run folder is made
+        raise FileNotFoundError(f"model.path {cfg.model.path} is not a Hugging Face model folder (no config.json)")
     run, resume_from = open_run(cfg, "sft")
     _say(cfg, f"sft run folder: {run.path}")
     ensure_synthetic(cfg.data.synthetic, cfg)

@@ -9,10 +9,13 @@ folder, step count, batch size, lr schedule and RoPE settings. The loop:
 2. for every optimizer step takes its rows from the phase's fixed data order (so the order
    after a resume is the order an uninterrupted run would have had), runs the micro-batches,
    scales the loss by the step's global token count, and steps the optimizer;
-3. reports metrics (loss, lr, grad norm, tokens/s, TFLOP/s, MFU where the peak is known)
-   and, every `checkpoint_every` steps and at every phase end, a checkpoint through
-   `ray.train.report`: HF model + tokenizer (rank 0), engine optimizer state, per-rank RNG
-   state and `trainer_state.json`.
+3. records one metrics row per step (loss, lr, grad norm, tokens/s, TFLOP/s, MFU where the
+   peak is known) and hands the rows to Ray in batches: `ray.train.report` blocks until the
+   controller has taken the previous report, which it polls for every ~2 s, so reporting
+   each step of a fast model would stall training; rows are flushed every
+   `report_interval_s` instead (all ranks agree on when), and with every checkpoint;
+4. every `checkpoint_every` steps and at every phase end reports a checkpoint: HF model +
+   tokenizer (rank 0), engine optimizer state, per-rank RNG state and `trainer_state.json`.
 """
 
 from __future__ import annotations
@@ -231,7 +234,23 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         torch.cuda.get_device_name(device) if device.type == "cuda" else None, "bf16" if bf16 else "fp32"
     )
 
-    def save_checkpoint(metrics: dict, phase: dict, phase_step: int) -> None:
+    pending: list[dict[str, Any]] = []
+    last_flush = time.monotonic()
+    interval = trainer["report_interval_s"]
+
+    def payload() -> dict[str, Any]:
+        nonlocal last_flush
+        rows = list(pending)
+        pending.clear()
+        last_flush = time.monotonic()
+        return {**(rows[-1] if rows else {"step": global_step}), "rows": rows}
+
+    def flush_due() -> bool:
+        due = 1.0 if time.monotonic() - last_flush >= interval else 0.0
+        # Ranks' clocks differ; any rank being due makes all report (same call count).
+        return _all_reduce_sum([due], device)[0] > 0 if world > 1 else due > 0
+
+    def save_checkpoint(phase: dict, phase_step: int) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f"qwen25_rl_ckpt_{global_step}_r{rank}_"))
         engine.save(tmp, rank)
         export = engine.export_state_dict()  # collective under ZeRO-3
@@ -246,7 +265,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
         torch.save(_rng_state(), tmp / f"rng_rank{rank}.pt")
         ray.train.report(
-            metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
+            payload(), checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
             checkpoint_dir_name=f"step_{global_step}", delete_local_checkpoint_after_upload=True,
         )  # fmt: skip
         shutil.rmtree(tmp, ignore_errors=True)
@@ -269,7 +288,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         flops_per_token = train_flops_per_token(module.config, store.seq_len)
         if eval_store is not None and first_step == 0:
             loss0 = evaluate(engine, loss_fn, eval_store, rank, world, mb, trainer["eval_max_batches"], device)
-            ray.train.report({"step": global_step, "phase": phase["name"], "eval_loss": loss0})
+            pending.append({"step": global_step, "phase": phase["name"], "eval_loss": loss0, "wall_time": time.time()})
         # A step's time runs from the end of the previous step's update to the end of its own,
         # so the previous step's report / checkpoint / evaluation cost is counted, not hidden.
         t0 = time.perf_counter()
@@ -299,7 +318,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
                 "step": global_step, "phase": phase["name"], "loss": loss_sum, "lr": lr,
                 "grad_norm": grad_norm, "tokens": tokens, "loss_tokens": int(num_tokens),
                 "step_time_s": dt, "tokens_per_s": tokens / dt,
-                "tflops": tokens * flops_per_token / dt / 1e12,
+                "tflops": tokens * flops_per_token / dt / 1e12, "wall_time": time.time(),
             }  # fmt: skip
             if peak:
                 metrics["mfu"] = metrics["tflops"] / (peak * world)
@@ -312,7 +331,9 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
                 metrics["eval_loss"] = evaluate(engine, loss_fn, eval_store, rank, world, mb, trainer["eval_max_batches"], device)
             if not math.isfinite(loss_sum):
                 raise FloatingPointError(f"loss is {loss_sum} at step {global_step} (phase {phase['name']})")
+            if global_step % log_every == 0 or "eval_loss" in metrics:
+                pending.append(metrics)
             if (every and global_step % every == 0) or last_of_phase:
-                save_checkpoint(metrics, phase, s + 1)
-            elif global_step % log_every == 0 or "eval_loss" in metrics:
-                ray.train.report(metrics)
+                save_checkpoint(phase, s + 1)
+            elif flush_due():
+                ray.train.report(payload())

@@ -23,7 +23,7 @@ from qwen25_rl.runs import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-STEPS, EVERY, GLOBAL_BATCH = 40, 5, 4
+STEPS, EVERY, GLOBAL_BATCH = 20, 5, 4
 
 
 def _config(tmp_path) -> dict:
@@ -41,7 +41,11 @@ def _config(tmp_path) -> dict:
         "tokenizer_training": {"enabled": True, "vocab_size": 400},
         "phases": [{"name": "general", "steps": STEPS, "seq_len": 64}],
         "optimizer": {"lr": 1e-3},
-        "trainer": {"strategy": "ddp", "micro_batch_size": 2, "global_batch_size": GLOBAL_BATCH, "max_failures": 1, "cpus_per_worker": 1},
+        "trainer": {
+            "strategy": "ddp", "micro_batch_size": 2, "global_batch_size": GLOBAL_BATCH, "max_failures": 1, "cpus_per_worker": 1,
+            # Every step reaches metrics.jsonl at once, so the test can kill at a known step.
+            "report_interval_s": 0,
+        },
         "checkpoint": {"every_n_steps": EVERY, "keep_last": 2},
         "ray": {"num_cpus": 2, "include_dashboard": False, "object_store_memory_mb": 128},
         "logging": {"output_dir": str(tmp_path / "runs"), "run_name": "resume", "tensorboard": False, "ray_metrics": False},
