@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	# PyPI's torchvision/torchaudio/torchcodec break transformers imports next to the +cpu torch
 	# ("operator torchvision::nms does not exist"); nothing here needs them.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	# DeepSpeed compiles its CPU shared-memory collective op (about a minute on 2 cores) the
+	# first time a process initialises it; do it here once rather than inside the first run.
+	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load()" >/dev/null
 	touch $(STAMP)
 
 # bubblewrap gives the code sandbox its namespaces; installed when we can (root or sudo).
@@ -37,7 +40,7 @@ demo: setup
 	$(BIN)/python -m qwen25_rl.demo
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=40 $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests: for a quick local loop.
 test-fast: setup
