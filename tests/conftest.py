@@ -112,6 +112,7 @@ def make_grpo_overrides(model_dir, task_dir, out_dir, run_name: str, **extra) ->
         "algorithm.kl_coef": 0.0,
         "optimizer.lr": 1.0e-3,
         "eval.every_n_steps": "null",
+        "eval.at_start": False,
         "checkpoint.every_n_steps": "null",
         "logging.output_dir": str(out_dir),
         "logging.run_name": run_name,

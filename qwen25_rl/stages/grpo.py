@@ -70,6 +70,9 @@ def run_grpo(cfg: GRPOConfig) -> Path:
                        f"{cluster.num_parameters:,} parameters, resumed from {ckpt}" if ckpt else
                        f"grpo: run {run.path}, {len(train_records)} prompts, {cluster.num_parameters:,} parameters")  # fmt: skip
 
+        if cfg.eval.at_start and state["step"] == 0:
+            logger.log(0, evaluate(cluster, pool, eval_records, cfg, 0, collector.accuracy_label))
+
         # -- the loop -------------------------------------------------------------------------
         version = state["policy_version"]
         pending: PendingStep | None = None

@@ -117,6 +117,9 @@ class EvalConfig(Section):
     """Held-out evaluation on `data.eval_files` every `every_n_steps` (and at the end)."""
 
     every_n_steps: int | None = Field(default=None, gt=0)
+    # Also evaluate the initial model before step 1 (logged as step 0; not on resume), so
+    # every run carries its own baseline.
+    at_start: bool = False
     max_prompts: int | None = Field(default=None, gt=0)
     # k samples per prompt give pass@k for every k in `pass_k` (unbiased estimator).
     samples_per_prompt: int = Field(default=1, ge=1)
@@ -158,8 +161,8 @@ class GRPOConfig(StageConfig):
     def _consistent(self) -> "GRPOConfig":
         if not self.data.train_files:
             raise ValueError("data.train_files: give at least one prompt file")
-        if self.eval.every_n_steps and not self.data.eval_files:
-            raise ValueError("eval.every_n_steps is set but data.eval_files is empty")
+        if (self.eval.every_n_steps or self.eval.at_start) and not self.data.eval_files:
+            raise ValueError("eval.every_n_steps / eval.at_start is set but data.eval_files is empty")
         samples = self.algorithm.prompts_per_step * self.rollout.samples_per_prompt
         per_rank = samples // self.policy.num_workers
         if per_rank < self.algorithm.num_mini_batches:

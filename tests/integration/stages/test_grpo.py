@@ -42,9 +42,11 @@ def test_grpo_learns_reward_with_vllm_rollouts_and_deepspeed(tiny_model_dir, dig
     grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "learn", **{
         "rollout.engine": "vllm", "policy.strategy": "deepspeed", "policy.zero_stage": 2,
         "optimizer.lr": 1.0e-2, "algorithm.total_steps": 20, "reward.functions": reward,
-        "eval.every_n_steps": 20, "eval.samples_per_prompt": 4, "eval.pass_k": "[1, 4]",
+        "eval.every_n_steps": 20, "eval.samples_per_prompt": 4, "eval.pass_k": "[1, 4]", "eval.at_start": True,
     }))  # fmt: skip
     rows = read_metrics(tmp_path / "learn" / "metrics.jsonl")
+    baseline, rows = rows[0], rows[1:]
+    assert baseline["step"] == 0 and "eval/pass@1" in baseline and "reward/mean" not in baseline
     assert [r["step"] for r in rows] == list(range(1, 21))
     rewards = [r["reward/mean"] for r in rows]
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
