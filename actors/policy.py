@@ -1,6 +1,6 @@
 """Policy and reference workers: a Qwen2 model scored on (prompt, response) batches.
 
-`PolicyWorker` trains through DeepSpeed ZeRO (or torch DDP) from `pretrain.engines`, the same
+`PolicyWorker` trains through DeepSpeed ZeRO (or torch DDP) from `qwen25_rl.training.engines`, the same
 engines the pretraining workers use; `ReferenceWorker` is a frozen copy that only scores.
 
 The model is wrapped in `ResponseScorer`, whose forward returns per-token log-probs (and
@@ -161,7 +161,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         """Build the model and the training engine (after init_distributed: engines need the group)."""
         import os
 
-        from pretrain.engines import ENGINES
+        from qwen25_rl.training.engines import ENGINES
         from qwen25_rl.models import load_model
 
         s = self.settings

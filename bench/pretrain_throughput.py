@@ -93,7 +93,7 @@ PLAIN = """
 import json, os, sys
 os.nice(int(sys.argv[4]))
 from pretrain.reference import reference_steps
-from pretrain.schedule import PhaseSchedule
+from qwen25_rl.training.schedule import PhaseSchedule
 steps = int(sys.argv[2])
 res = reference_steps(
     sys.argv[1] + "/init_model", sys.argv[1] + "/data/general/train", steps=steps, global_batch=int(sys.argv[3]),

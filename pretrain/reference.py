@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from pretrain.data_order import step_rows
-from pretrain.engines import make_optimizer
+from qwen25_rl.training.engines import make_optimizer
 from pretrain.packing import IGNORE
 from pretrain.prepare import RowStore
-from pretrain.schedule import PhaseSchedule
+from qwen25_rl.training.schedule import PhaseSchedule
 
 
 @dataclass

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 from pretrain.data_order import step_rows
-from pretrain.engines import ENGINES
+from qwen25_rl.training.engines import ENGINES
 from pretrain.flops import device_peak_tflops, train_flops_per_token
 from pretrain.packing import IGNORE
 from pretrain.prepare import RowStore, batch_fingerprint
-from pretrain.schedule import PhaseSchedule
+from qwen25_rl.training.schedule import PhaseSchedule
 
 STATE_FILE = "trainer_state.json"
 

@@ -26,7 +26,7 @@ from qwen25_rl.models import load_tokenizer
 from qwen25_rl.ray_utils import init_ray
 from qwen25_rl.runs import RunDir, atomic_write_text
 from qwen25_rl.stages.grpo_config import GRPOConfig
-from pretrain.schedule import PhaseSchedule
+from qwen25_rl.training.schedule import PhaseSchedule
 
 STATE_FILE = "trainer_state.json"
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pretrain.reference import reference_steps
-from pretrain.schedule import PhaseSchedule
+from qwen25_rl.training.schedule import PhaseSchedule
 from qwen25_rl.runs import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pretrain.schedule import PhaseSchedule, lr_at
+from qwen25_rl.training.schedule import PhaseSchedule, lr_at
 
 
 def test_linear_warmup_reaches_the_peak():
