@@ -91,9 +91,17 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         if cpu_threads_bind is not None:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
+        import torch
         from vllm import LLM
 
+        # vLLM splits a prompt that does not fit the step's token budget over several steps
+        # (chunked prefill) and then rewinds the request's seeded generator, which only CUDA
+        # generators can do ("CPU Generator does not use offset"). On CPU, prompts are
+        # therefore scheduled whole, with a budget of at least one full-length sequence.
+        chunked = torch.cuda.is_available()
+        budget = {} if chunked else {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 8192)}
         self.llm = LLM(
+            **budget,
             model=model_path,
             dtype=dtype,
             max_model_len=max_model_len,

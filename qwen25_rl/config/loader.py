@@ -161,6 +161,8 @@ def _describe(err: dict[str, Any], schema: type[BaseModel]) -> str:
         return f"{key}: expected one of {err['ctx']['expected']}, got {got!r}"
     if kind == "missing":
         return f"{key}: required key is missing"
+    if isinstance(got, dict):  # a section-level rule: its message names the keys; the whole section is noise
+        return f"{key}: {err['msg'].removeprefix('Value error, ')}"
     return f"{key}: {err['msg']} (got {got!r})"
 
 

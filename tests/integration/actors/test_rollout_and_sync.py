@@ -109,6 +109,19 @@ def test_same_seed_reproduces_samples(setup):
     assert torch.equal(a["response_ids"], b["response_ids"])
 
 
+def test_seeded_batch_larger_than_one_step_token_budget(setup):
+    """More prompt tokens than one engine step takes (8192 on CPU): every prompt is still
+    answered, reproducibly. (vLLM's chunked prefill rewinds seeded generators, which CPU
+    generators cannot do: a crash before the engine scheduled prompts whole.)"""
+    engine, policy, rollout, prompts = setup
+    long_prompts = [(p * 100)[:200] for p in prompts] * 15  # 45 x 200 = 9000 prompt tokens
+    settings = SamplingSettings(n=2, max_new_tokens=3, min_new_tokens=3, seed=5)
+    a = rollout.run_rank0("generate", long_prompts, settings)
+    assert len(a) == 90 and a["response_mask"].sum(1).tolist() == [3] * 90
+    b = rollout.run_rank0("generate", long_prompts, settings)
+    assert torch.equal(a["response_ids"], b["response_ids"])
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_sampler_logprobs_match_policy_forward(setup, temperature):
     engine, policy, rollout, prompts = setup
