@@ -41,7 +41,9 @@ class RolloutConfig(Section):
     max_model_len: int = Field(default=1024, gt=0)
     kv_cache_gib: int = Field(default=1, ge=1)
     gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1)
-    # torch threads of a transformers-generate engine (vLLM binds its own).
+    # Compute threads of a rollout worker: torch threads of the transformers engine; on CPU,
+    # vLLM's OpenMP threads, bound to the first N CPUs the worker may use (unset: vLLM's own
+    # binding, which keeps one core free for a scheduler process).
     torch_threads: int | None = Field(default=None, ge=1)
 
 
