@@ -167,11 +167,25 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every report with its whole metrics payload at INFO; ours carries all the
+    step rows since the previous report, which the driver already prints one line each."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as report_context  # private: may move
+
+        logging.getLogger(report_context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
+
+
 def train_loop_per_worker(plan: dict[str, Any]) -> None:
     import ray.train
 
     from qwen25_rl.models import load_model, load_tokenizer
 
+    _quiet_ray_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     trainer = plan["trainer"]

@@ -1,55 +1,153 @@
-"""`make demo`: the most complete real thing the project does end to end, on 2 CPU cores.
+"""`make demo`: the tiny Qwen2.5 recipe end to end on one embedded local Ray, on 2 CPU cores.
 
-Today: build a tiny Qwen2-architecture model with a freshly trained byte-level BPE tokenizer
-(Qwen2.5 control tokens, ChatML), save it in Hugging Face format, load it into vLLM (CPU
-build) in this process and sample chat completions. Later stages extend this recipe.
+    synthetic data -> BPE tokenizer -> pretraining (general + long-context phase, Ray Train +
+    DeepSpeed) -> chat SFT (Ray Train) -> GRPO (vLLM rollout, DeepSpeed policy and math
+    verifier reward workers as Ray actors) -> held-out accuracy before and after RL
+
+The stages are the ones `qwen25-rl pretrain|sft|grpo` run, from the same `configs/tiny/*.yaml`,
+with their folders moved under the demo's output folder (default `runs/demo`, recreated on
+every run) so that each stage reads the one before it. All stages share one Ray instance
+(its dashboard URL is printed) and each writes its own run folder: resolved config,
+`metrics.jsonl`, TensorBoard events, checkpoints and `final/` in Hugging Face format.
+
+    python -m qwen25_rl.demo [--out runs/demo] [--no-dashboard] [stage.key=value ...]
+
+Overrides are prefixed with the stage they apply to, e.g. `grpo.algorithm.total_steps=5`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in this process: fast start
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default reserves most of RAM
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+REPO = Path(__file__).resolve().parent.parent
+STAGES = ("pretrain", "sft", "grpo")
+# The tiny configs chain through these folders; the demo moves them under its own.
+TINY_PATHS = {"runs/data/synthetic-tiny": "data", "runs/tiny-pretrain/final": "pretrain/final", "runs/tiny-sft/final": "sft/final"}
 
-def main(out_dir: str = "runs/demo") -> int:
-    from qwen25_rl.models import build_model, count_parameters, get_preset, save_pretrained
-    from qwen25_rl.models.tokenizer import build_tokenizer, builtin_corpus
 
-    out = Path(out_dir)
+def _relocate(value: Any, out: Path) -> Any:
+    if isinstance(value, dict):
+        return {k: _relocate(v, out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocate(v, out) for v in value]
+    if isinstance(value, str):
+        for old, new in TINY_PATHS.items():
+            if value.startswith(old):
+                return str(out / new) + value[len(old) :]
+    return value
+
+
+def stage_config(stage: str, out: Path, overrides: list[str], dashboard: bool):
+    """`configs/tiny/<stage>.yaml` with its data/model folders under `out` and its run in `out/<stage>`."""
+    from qwen25_rl.config.loader import apply_overrides, read_yaml, stage_schema, validate_config
+
+    source = REPO / "configs" / "tiny" / f"{stage}.yaml"
+    data = _relocate(read_yaml(source), out)
+    data.setdefault("logging", {}).update(output_dir=str(out), run_name=stage)
+    data.setdefault("ray", {})["include_dashboard"] = dashboard
+    origin = apply_overrides(data, overrides)
+    return validate_config(data, str(source), stage_schema(stage, str(source)), origin)
+
+
+def split_overrides(items: list[str]) -> dict[str, list[str]]:
+    by_stage: dict[str, list[str]] = {s: [] for s in STAGES}
+    for item in items:
+        stage, _, rest = item.partition(".")
+        if stage not in by_stage or "=" not in rest:
+            raise SystemExit(f"override {item!r}: expected STAGE.key=value with STAGE one of {', '.join(STAGES)}")
+        by_stage[stage].append(rest)
+    return by_stage
+
+
+def _last(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if key in r]
+    return vals[-1] if vals else None
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qwen25_rl.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/demo", help="output folder (deleted and recreated)")
+    parser.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    parser.add_argument("overrides", nargs="*", help="STAGE.key=value, e.g. grpo.algorithm.total_steps=5")
+    args = parser.parse_args(argv)
+    overrides = split_overrides(args.overrides)
+    out = Path(args.out).resolve()
+    # Validate all three configs before any work, so a typo fails in a second, not at GRPO.
+    cfgs = {s: stage_config(s, out, overrides[s], not args.no_dashboard) for s in STAGES}
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    import ray
+
+    from pretrain.driver import run_pretrain, run_sft
+    from qwen25_rl.ray_utils import init_ray
+    from qwen25_rl.runs import read_metrics
+    from qwen25_rl.stages.grpo import run_grpo
+
+    # One Ray for the whole pipeline, sized for its largest stage (GRPO's actors).
+    init_ray(cfgs["grpo"].ray)
+    if not args.no_dashboard:
+        print(f"Ray dashboard: http://{ray.get_runtime_context().gcs_address.split(':')[0]}:8265", flush=True)
+    times: dict[str, float] = {}
     t0 = time.time()
-    print("[1/2] training a byte-level BPE tokenizer and building the tiny Qwen2 model ...")
-    tokenizer = build_tokenizer(builtin_corpus(), vocab_size=4096, model_max_length=2048)
-    model = build_model("tiny", tokenizer=tokenizer, seed=0)
-    path = save_pretrained(model, tokenizer, out / "model")
-    n = sum(p.numel() for p in model.parameters())
-    print(f"      {path}: {n:,} parameters ({count_parameters(get_preset('tiny')):,} at the preset vocab), vocab {len(tokenizer)}, {time.time() - t0:.1f}s")
+    try:
+        print("\n== [1/3] pretraining: synthetic corpus, BPE tokenizer, general + long-context phases ==", flush=True)
+        t = time.time()
+        pre = run_pretrain(cfgs["pretrain"])
+        times["pretrain"] = time.time() - t
+        print("\n== [2/3] SFT: ChatML conversations, loss on assistant tokens ==", flush=True)
+        t = time.time()
+        sft = run_sft(cfgs["sft"])
+        times["sft"] = time.time() - t
+        print("\n== [3/3] GRPO: vLLM rollouts, DeepSpeed policy, math-verifier rewards ==", flush=True)
+        t = time.time()
+        grpo_dir = run_grpo(cfgs["grpo"])
+        times["grpo"] = time.time() - t
+    finally:
+        ray.shutdown()
 
-    print("[2/2] serving it with vLLM (CPU) and sampling chat completions ...")
-    from vllm import LLM, SamplingParams
-
-    t1 = time.time()
-    llm = LLM(model=str(path), dtype="float32", max_model_len=512, enforce_eager=True, seed=0)
-    prompts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-        for q in ["What is 12 + 30?", "Write a Python function that adds two numbers.", "Name a prime number."]
-    ]
-    # No per-request seed: one seed shared by all requests would correlate their samples.
-    params = SamplingParams(n=2, max_tokens=24, temperature=1.0, logprobs=0)
-    results = llm.generate(prompts, params, use_tqdm=False)
-    for prompt, res in zip(prompts, results):
-        print(f"      prompt: {prompt.splitlines()[-2]!r}")
-        for o in res.outputs:
-            print(f"        -> {o.text!r} (mean log-prob {o.cumulative_logprob / max(len(o.token_ids), 1):.2f})")
-    print(f"      vLLM start + generation {time.time() - t1:.1f}s. The model is untrained: the text is noise until pretraining/SFT/RL stages run.")
-    print(f"done in {time.time() - t0:.1f}s; model folder: {path}")
+    pre_rows = read_metrics(pre.run_dir / "metrics.jsonl")
+    sft_rows = read_metrics(sft.run_dir / "metrics.jsonl")
+    grpo_rows = read_metrics(grpo_dir / "metrics.jsonl")
+    evals = [r for r in grpo_rows if "eval/accuracy" in r]
+    before, after = (evals[0], evals[-1]) if len(evals) >= 2 else (None, None)
+    print("\n== summary ==")
+    print(f"pretrain  {times['pretrain']:6.0f}s  {pre.steps} steps, train loss {_fmt(_last(pre_rows, 'loss'))}, "
+          f"held-out loss {_fmt(_last(pre_rows, 'eval_loss'))}, rope_theta -> {_rope_theta(pre.final)}")  # fmt: skip
+    print(f"sft       {times['sft']:6.0f}s  {sft.steps} steps, train loss {_fmt(_last(sft_rows, 'loss'))}, "
+          f"held-out loss {_fmt(_last(sft_rows, 'eval_loss'))}")  # fmt: skip
+    rewards = [r["reward/mean"] for r in grpo_rows if "reward/mean" in r]
+    line = f"grpo      {times['grpo']:6.0f}s  {len(rewards)} steps, reward {_fmt(rewards[0] if rewards else None)} -> {_fmt(rewards[-1] if rewards else None)}"
+    if before and after:
+        line += (f", held-out accuracy {before['eval/accuracy']:.3f} (step {before['step']}) -> "
+                 f"{after['eval/accuracy']:.3f} (step {after['step']})")  # fmt: skip
+    print(line)
+    print(f"total {time.time() - t0:.0f}s; final model (HF format, loads in vLLM): {grpo_dir / 'final'}")
+    print(f"TensorBoard: tensorboard --logdir {out}")
     return 0
 
 
+def _rope_theta(final: Path | None) -> str:
+    import json
+
+    if final is None:
+        return "-"
+    config = json.loads((final / "config.json").read_text())
+    # transformers 5 keeps RoPE settings under rope_parameters; older configs at the top level.
+    return str((config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta", "-")))
+
+
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(main())
