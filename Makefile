@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	# DeepSpeed compiles its CPU shared-memory collective op (about a minute on 2 cores) the
 	# first time a process initialises it; do it here once rather than inside the first run.
-	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load()" >/dev/null
+	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load()" >/dev/null \
+	  || echo "warning: DeepSpeed's CPU shm op did not build now; DeepSpeed will try again when first used"
 	touch $(STAMP)
 
 # bubblewrap gives the code sandbox its namespaces; installed when we can (root or sudo).
