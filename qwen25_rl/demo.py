@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     # One Ray for the whole pipeline, sized for its largest stage (GRPO's actors).
     init_ray(cfgs["grpo"].ray)
     if not args.no_dashboard:
-        print(f"Ray dashboard: http://{ray.get_runtime_context().gcs_address.split(':')[0]}:8265", flush=True)
+        from ray._private.worker import get_dashboard_url  # the address the dashboard really bound
+
+        print(f"Ray dashboard: http://{get_dashboard_url()}", flush=True)
     times: dict[str, float] = {}
     t0 = time.time()
     try:

@@ -26,30 +26,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 STEPS, EVERY, GLOBAL_BATCH = 20, 5, 4
 
 
-def _config(tmp_path) -> dict:
-    data = tmp_path / "data"
-    return {
-        "stage": "pretrain",
-        "model": {"preset": "tiny"},
-        "data": {
-            "synthetic": {"out_dir": str(data), "arithmetic_train": 200, "arithmetic_heldout": 10, "code_train": 40, "code_heldout": 5},
-            "sources": [
-                {"name": "arithmetic", "files": [str(data / "pretrain_arithmetic.jsonl")], "weight": 0.5},
-                {"name": "code", "files": [str(data / "pretrain_code.jsonl")], "weight": 0.5},
-            ],
-        },
-        "tokenizer_training": {"enabled": True, "vocab_size": 400},
-        "phases": [{"name": "general", "steps": STEPS, "seq_len": 64}],
-        "optimizer": {"lr": 1e-3},
-        "trainer": {
+def _config(tmp_path, small_pretrain_config) -> dict:
+    return small_pretrain_config(
+        tmp_path, "resume", steps=STEPS,
+        trainer={
             "strategy": "ddp", "micro_batch_size": 2, "global_batch_size": GLOBAL_BATCH, "max_failures": 1, "cpus_per_worker": 1,
             # Every step reaches metrics.jsonl at once, so the test can kill at a known step.
             "report_interval_s": 0,
         },
-        "checkpoint": {"every_n_steps": EVERY, "keep_last": 2},
-        "ray": {"num_cpus": 2, "include_dashboard": False, "object_store_memory_mb": 128},
-        "logging": {"output_dir": str(tmp_path / "runs"), "run_name": "resume", "tensorboard": False, "ray_metrics": False},
-    }
+        optimizer={"lr": 1e-3}, checkpoint={"every_n_steps": EVERY, "keep_last": 2},
+    )  # fmt: skip
 
 
 def _train_workers(root: int) -> list[psutil.Process]:
@@ -71,10 +57,10 @@ def workdir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_killed_worker_resumes_from_checkpoint_with_the_same_data_order(workdir):
+def test_killed_worker_resumes_from_checkpoint_with_the_same_data_order(workdir, small_pretrain_config):
     tmp_path = workdir
     cfg_path = tmp_path / "pretrain.yaml"
-    cfg_path.write_text(yaml.safe_dump(_config(tmp_path)))
+    cfg_path.write_text(yaml.safe_dump(_config(tmp_path, small_pretrain_config)))
     run = tmp_path / "runs" / "resume"
     log = (tmp_path / "log.txt").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "qwen25_rl", "pretrain", "--config", str(cfg_path)], stdout=log, stderr=subprocess.STDOUT)

@@ -33,27 +33,12 @@ def workdir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_two_zero2_workers_match_the_single_process_reference(workdir):
-    data = workdir / "data"
-    cfg = {
-        "stage": "pretrain",
-        "model": {"preset": "tiny"},
-        "data": {
-            "synthetic": {"out_dir": str(data), "arithmetic_train": 200, "arithmetic_heldout": 10, "code_train": 40, "code_heldout": 5},
-            "sources": [
-                {"name": "arithmetic", "files": [str(data / "pretrain_arithmetic.jsonl")], "weight": 0.6},
-                {"name": "code", "files": [str(data / "pretrain_code.jsonl")], "weight": 0.4},
-            ],
-        },
-        "tokenizer_training": {"enabled": True, "vocab_size": 400},
-        "phases": [{"name": "general", "steps": STEPS, "seq_len": 64}],
-        "optimizer": OPTIMIZER,
-        "scheduler": {"name": "cosine", "warmup_steps": 1, "min_lr_ratio": 0.1},
-        "trainer": {"num_workers": 2, "strategy": "deepspeed", "zero_stage": 2, "micro_batch_size": MICRO, "global_batch_size": GLOBAL, "cpus_per_worker": 1},
-        "checkpoint": {"every_n_steps": None},
-        "ray": {"num_cpus": 2, "include_dashboard": False, "object_store_memory_mb": 128},
-        "logging": {"output_dir": str(workdir / "runs"), "run_name": "two", "tensorboard": False, "ray_metrics": False},
-    }  # fmt: skip
+def test_two_zero2_workers_match_the_single_process_reference(workdir, small_pretrain_config):
+    cfg = small_pretrain_config(
+        workdir, "two", steps=STEPS, weights=(0.6, 0.4),
+        trainer={"num_workers": 2, "strategy": "deepspeed", "zero_stage": 2, "micro_batch_size": MICRO, "global_batch_size": GLOBAL, "cpus_per_worker": 1},
+        optimizer=OPTIMIZER, scheduler={"name": "cosine", "warmup_steps": 1, "min_lr_ratio": 0.1}, checkpoint={"every_n_steps": None},
+    )  # fmt: skip
     path = workdir / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([sys.executable, "-m", "qwen25_rl", "pretrain", "--config", str(path)], capture_output=True, text=True, timeout=900)
