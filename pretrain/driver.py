@@ -30,6 +30,7 @@ from pretrain.data_order import build_order
 from pretrain.packing import PackedRows, pack_documents, pack_samples
 from pretrain.prepare import fingerprint, read_meta, save_rows, tokenize_conversations, tokenize_documents
 from pretrain.sft_data import build_samples
+from qwen25_rl.models.factory import rope_theta_of
 from qwen25_rl.runs import RunDir
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"
@@ -188,7 +189,7 @@ def _schedule(cfg, lr: float | None, warmup: int | None) -> dict:
 def plan_pretrain_phases(cfg: PretrainConfig, model_config: dict) -> list[dict]:
     """Phases with inherited values resolved: RoPE base and context carry over from the
     previous phase (or the model), a context below seq_len is raised to it."""
-    theta = float((model_config.get("rope_parameters") or {}).get("rope_theta") or model_config.get("rope_theta") or 10000.0)
+    theta = rope_theta_of(model_config) or 10000.0
     max_pos = int(model_config.get("max_position_embeddings") or 0)
     out = []
     for p in cfg.phases:

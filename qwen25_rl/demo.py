@@ -146,9 +146,9 @@ def _rope_theta(final: Path | None) -> str:
 
     if final is None:
         return "-"
-    config = json.loads((final / "config.json").read_text())
-    # transformers 5 keeps RoPE settings under rope_parameters; older configs at the top level.
-    return str((config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta", "-")))
+    from qwen25_rl.models.factory import rope_theta_of
+
+    return str(rope_theta_of(json.loads((final / "config.json").read_text())) or "-")
 
 
 if __name__ == "__main__":

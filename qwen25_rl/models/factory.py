@@ -43,6 +43,13 @@ def qwen2_config(preset: ModelPreset | str, *, vocab_size: int | None = None, **
     return Qwen2Config(**kwargs)
 
 
+def rope_theta_of(config: dict[str, Any]) -> float | None:
+    """RoPE base of a saved `config.json` mapping: transformers 5 keeps it under
+    `rope_parameters`, older configs at the top level; None when neither has it."""
+    theta = (config.get("rope_parameters") or {}).get("rope_theta") or config.get("rope_theta")
+    return float(theta) if theta is not None else None
+
+
 def padded_vocab_size(n_tokens: int, multiple: int = 64) -> int:
     """Round the embedding rows up (as Qwen2.5 pads 151,665 tokens to 151,936)."""
     return -(-n_tokens // multiple) * multiple
