@@ -4,9 +4,11 @@
 engines the pretraining workers use; `ReferenceWorker` is a frozen copy that only scores.
 
 The model is wrapped in `ResponseScorer`, whose forward returns per-token log-probs (and
-entropy) of the response computed from the last hidden states in chunks: the training engine
-wraps that module, so DDP's and DeepSpeed's gradient hooks see the whole computation and full
-[batch, tokens, vocab] logits never exist.
+entropy) of the response computed from the last hidden states in chunks, or, in training, the
+policy loss itself through the fused path (`policy_loss_from_hidden`: the loss is known up front,
+so each chunk's logits are computed once and never again in backward: 3 vocabulary-sized matmuls
+instead of 4). The training engine wraps that module, so DDP's and DeepSpeed's gradient hooks
+see the whole computation, and full [batch, tokens, vocab] logits never exist.
 
 Loss normalisation: every micro-batch's loss is divided by the GLOBAL token / sequence count of
 its mini-batch (all-reduced over ranks) and multiplied by the world size (both engines average
@@ -29,9 +31,9 @@ from torch import nn
 
 from actors.base import DistributedWorker
 from actors.weight_sync import WeightSource
-from qwen25_rl.algorithms import policy_loss
-from qwen25_rl.batch import TensorBatch
-from qwen25_rl.models.scoring import response_log_probs
+from qwen25_rl.algorithms.fused import policy_loss_from_hidden
+from qwen25_rl.batch import TensorBatch, micro_batches
+from qwen25_rl.models.scoring import response_hidden, response_log_probs
 
 
 # Metrics of `policy_loss` that are loss terms (sums over the step's tokens), not means.
@@ -39,7 +41,8 @@ ADDITIVE_METRICS = {"pg_loss", "kl_loss"}
 
 
 class ResponseScorer(nn.Module):
-    """nn.Module around a causal LM: forward(batch fields) -> (log-probs [B,R], entropy [B,R])."""
+    """nn.Module around a causal LM: forward(batch fields) -> (log-probs [B,R], entropy [B,R]),
+    or, given `policy_loss_inputs`, the `FusedPolicyLossOutput` of `policy_loss_from_hidden`."""
 
     def __init__(self, model: nn.Module, chunk_size: int = 1024):
         super().__init__()
@@ -50,7 +53,17 @@ class ResponseScorer(nn.Module):
     def device(self) -> torch.device:
         return self.model.device
 
-    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0, with_entropy: bool = False):
+    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0, with_entropy: bool = False,
+                policy_loss_inputs: dict[str, Any] | None = None):
+        if policy_loss_inputs is not None:
+            hidden, weight, bias = response_hidden(self.model, prompt_ids, prompt_mask, response_ids, response_mask)
+            # Whole sequences per chunk, about chunk_size scored tokens each (the same scratch
+            # memory as the log-prob path's token chunks).
+            rows = max(1, self.chunk_size // max(1, response_ids.shape[1]))
+            return policy_loss_from_hidden(
+                hidden, weight, response_ids, response_mask=response_mask, bias=bias, temperature=temperature,
+                rows_per_chunk=rows, compute_entropy=with_entropy, **policy_loss_inputs,
+            )  # fmt: skip
         lp, ent = response_log_probs(
             self.model, prompt_ids, prompt_mask, response_ids, response_mask,
             temperature=temperature, with_entropy=with_entropy, chunk_size=self.chunk_size,
@@ -134,17 +147,20 @@ class ReferenceWorker(DistributedWorker):
     @torch.no_grad()
     def log_probs(self, batch: TensorBatch, *, temperature: float = 1.0, micro_batch_size: int = 8, with_entropy: bool = False) -> TensorBatch:
         """Per-token log-probs (and entropy) of the responses; zero outside the response mask."""
-        parts_lp, parts_ent = [], []
-        for mb in batch.chunk(max(1, math.ceil(len(batch) / micro_batch_size))):
+        width = batch["response_mask"].shape[1]
+        log_probs = torch.zeros(len(batch), width, dtype=torch.float32)
+        entropy = torch.zeros(len(batch), width, dtype=torch.float32) if with_entropy else None
+        for positions, mb, keep in micro_batches(batch, max(1, math.ceil(len(batch) / micro_batch_size))):
             if len(mb) == 0:
                 continue
             lp, ent = self._forward(mb, temperature, with_entropy)
-            mask = mb["response_mask"].to(lp.dtype)
-            parts_lp.append(lp.float() * mask)
-            parts_ent.append(ent.float() * mask)
-        out = {"log_probs": torch.cat(parts_lp)}
+            mask = mb["response_mask"].to(lp.device, lp.dtype)
+            log_probs[positions, keep] = (lp * mask).float().cpu()
+            if with_entropy:
+                entropy[positions, keep] = (ent * mask).float().cpu()
+        out = {"log_probs": log_probs}
         if with_entropy:
-            out["entropy"] = torch.cat(parts_ent)
+            out["entropy"] = entropy
         return TensorBatch(out)
 
 
@@ -215,6 +231,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
                 f"each rank needs at least one sample per mini-batch"
             )
         self.engine.train(True)
+        width = batch["response_mask"].shape[1]  # before micro-batches are trimmed
         # Loss terms are already normalised by the mini-batch's global counts: they add up over
         # micro-batches and ranks. Per-token statistics are averaged weighted by tokens.
         added: dict[str, float] = {}
@@ -231,14 +248,16 @@ class PolicyWorker(ReferenceWorker, WeightSource):
                 # Every rank must run the same number of backward passes (the engines' gradient
                 # collectives); a rank with fewer micro-batches repeats one with its mask zeroed.
                 n_micro = int(self._all_reduce([float(local_micro)], op="max")[0])
-                micros = mini.chunk(local_micro)
+                # Similar lengths together, padding columns trimmed: the loss is a sum over
+                # samples with global normalisers, so the grouping does not change the update.
+                micros = [mb for _, mb, _ in micro_batches(mini, local_micro)]
                 while len(micros) < n_micro:
                     micros.append(micros[0].with_tensors(response_mask=torch.zeros_like(micros[0]["response_mask"])))
                 self.engine.set_grad_accumulation(n_micro)
                 for i, mb in enumerate(micros):
                     last = i == n_micro - 1
                     with self.engine.micro_batch(last):
-                        out, gap = self._micro_loss(mb, loss, n_tok, n_seq)
+                        out, gap = self._micro_loss(mb, loss, n_tok, n_seq, width)
                         self.engine.backward(out.loss * self.world_size)
                     if gap is not None:
                         gap_max = max(gap_max, gap)
@@ -266,29 +285,20 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         metrics["policy/optimizer_steps"] = float(len(grad_norms))
         return metrics
 
-    def _micro_loss(self, mb: TensorBatch, loss: LossSettings, n_tok: float, n_seq: float):
-        with_entropy = True  # entropy is reported every step; the chunked path makes it cheap
-        lp, ent = self._forward(mb, loss.temperature, with_entropy)
+    def _micro_loss(self, mb: TensorBatch, loss: LossSettings, n_tok: float, n_seq: float, width: int):
         mb = mb.to(self.device)
-        # On-policy (one pass, one mini-batch): the policy before this update IS the current one,
-        # so its log-probs are these, detached; no separate scoring pass is needed (TRL skips it
-        # the same way).
-        old = mb["old_log_probs"] if "old_log_probs" in mb.tensors else lp.detach()
-        gap = None
-        if "sampler_logprobs" in mb.tensors and bool(mb["response_mask"].any()):
-            # Sampler vs trainer log-probs of the same tokens (before the first update of the
-            # step): the weight-sync consistency check, for free.
-            gap = float((old - mb["sampler_logprobs"]).abs()[mb["response_mask"].bool()].max())
-        return policy_loss(
-            lp,
-            old,
-            mb["advantages"],
-            mb["response_mask"],
+        old = mb["old_log_probs"] if "old_log_probs" in mb.tensors else None
+        inputs = dict(
+            # None = on-policy (one pass, one mini-batch): the policy before this update IS the
+            # current one, so its log-probs are the ones computed here, detached; no separate
+            # scoring pass is needed (TRL skips it the same way).
+            old_log_probs=old,
+            advantages=mb["advantages"],
             loss_type=loss.loss_type,
             loss_agg_mode=loss.loss_agg_mode,
             num_tokens=n_tok,
             num_seqs=n_seq,
-            max_response_length=loss.max_response_length or mb["response_mask"].shape[1],
+            max_response_length=loss.max_response_length or width,
             rollout_log_probs=mb["sampler_logprobs"] if loss.tis else None,
             tis_mode=loss.tis_mode,
             tis_low=loss.tis_low,
@@ -296,13 +306,25 @@ class PolicyWorker(ReferenceWorker, WeightSource):
             ref_log_probs=mb["ref_log_probs"] if "ref_log_probs" in mb.tensors else None,
             kl_coef=loss.kl_coef,
             kl_estimator=loss.kl_estimator,
-            entropy=ent,
             entropy_coef=loss.entropy_coef,
             clip_low=loss.clip_low,
             clip_high=loss.clip_high,
             dual_clip=loss.dual_clip,
             **loss.extra,
-        ), gap
+        )
+        out = self.engine.forward(
+            prompt_ids=mb["prompt_ids"], prompt_mask=mb["prompt_mask"], response_ids=mb["response_ids"],
+            response_mask=mb["response_mask"], temperature=loss.temperature,
+            with_entropy=True,  # entropy is reported every step; no gradient unless entropy_coef > 0
+            policy_loss_inputs=inputs,
+        )  # fmt: skip
+        gap = None
+        if "sampler_logprobs" in mb.tensors and bool(mb["response_mask"].any()):
+            # Sampler vs trainer log-probs of the same tokens (before the first update of the
+            # step): the weight-sync consistency check, for free.
+            trainer = out.log_probs if old is None else old
+            gap = float((trainer - mb["sampler_logprobs"]).abs()[mb["response_mask"].bool()].max())
+        return out, gap
 
     # -- weights and checkpoints -----------------------------------------------------------
 

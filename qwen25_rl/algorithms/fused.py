@@ -223,7 +223,7 @@ def policy_loss_from_hidden(
     hidden: Tensor,
     weight: Tensor,
     labels: Tensor,
-    old_log_probs: Tensor,
+    old_log_probs: Tensor | None,
     advantages: Tensor,
     response_mask: Tensor,
     *,
@@ -248,6 +248,10 @@ def policy_loss_from_hidden(
     Padding positions (outside `response_mask`) are not scored at all. The result also carries
     the per-token `log_probs` and `entropy` ([B, T], detached), which a
     worker needs anyway (e.g. as the old log-probs of the next PPO epoch).
+
+    `old_log_probs=None` means on-policy (one pass over the rollout's batch): the policy before
+    the update is the current one, so the old log-probs are the current ones, detached (the
+    ratio is exactly 1 and its gradient is the plain policy gradient).
     """
     if response_mask.shape != labels.shape:
         raise ValueError(f"response_mask has shape {tuple(response_mask.shape)}, expected {tuple(labels.shape)}")
@@ -267,8 +271,9 @@ def policy_loss_from_hidden(
         return None if t is None else t[rows]
 
     def chunk_loss(rows: slice, log_probs: Tensor, entropy: Tensor | None) -> Tensor:
+        old = log_probs.detach() if old_log_probs is None else old_log_probs[rows]
         return policy_loss(
-            log_probs, old_log_probs[rows], advantages[rows], response_mask[rows],
+            log_probs, old, advantages[rows], response_mask[rows],
             rollout_log_probs=rows_of(rollout_log_probs, rows), ref_log_probs=rows_of(ref_log_probs, rows),
             entropy=entropy, **counts, **policy_options,
         ).loss
@@ -280,7 +285,7 @@ def policy_loss_from_hidden(
     # Metrics over the whole batch, from the detached log-probs (elementwise work on [B, T]).
     with torch.no_grad():
         metrics = policy_loss(
-            fused.log_probs, old_log_probs, advantages, response_mask,
+            fused.log_probs, fused.log_probs if old_log_probs is None else old_log_probs, advantages, response_mask,
             rollout_log_probs=rollout_log_probs, ref_log_probs=ref_log_probs, entropy=fused.entropy,
             **counts, **policy_options,
         ).metrics

@@ -64,6 +64,23 @@ def test_fused_policy_loss_with_global_counts_matches_unfused():
     assert got.entropy is None
 
 
+@pytest.mark.parametrize("rows_per_chunk", [1, 3])
+def test_on_policy_fused_loss_uses_the_current_log_probs_as_old(rows_per_chunk):
+    # old_log_probs=None: ratio exactly 1, the gradient is the plain policy gradient
+    # (+ KL), as with the current log-probs detached and passed as old
+    hidden, weight, bias, labels, _, _, ref, adv, mask = _case(13)
+    options = dict(loss_agg_mode="token-mean", clip_low=0.2, clip_high=0.28, ref_log_probs=ref, kl_coef=0.1)
+    log_p, _ = token_log_probs_and_entropy_from_hidden(hidden, weight, labels, bias=bias, temperature=0.7, response_mask=mask)
+    want = policy_loss(log_p, log_p.detach(), adv, mask, **options)
+    got = policy_loss_from_hidden(hidden, weight, labels, None, adv, mask, bias=bias, temperature=0.7,
+                                  rows_per_chunk=rows_per_chunk, **options)
+    assert got.loss.item() == pytest.approx(want.loss.item(), abs=1e-12)
+    for a, b in zip(_grads(got.loss, hidden, weight, bias), _grads(want.loss, hidden, weight, bias)):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert got.metrics["clip_frac"].item() == 0.0
+    assert got.metrics["ratio_max"].item() == pytest.approx(1.0, abs=1e-12)
+
+
 def test_sequence_level_loss_is_exact_with_row_chunks():
     # a GSPO-style loss: per-sequence mean log-ratio, exponentiated; not additive over tokens
     hidden, weight, _, labels, old, _, _, adv, mask = _case(12)
