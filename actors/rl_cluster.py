@@ -68,7 +68,7 @@ class RLCluster:
         engine_kwargs: dict[str, Any] = {"max_model_len": ro.max_model_len, "seed": cfg.seed}
         if ro.engine == "vllm":
             engine_kwargs |= {"kv_cache_gib": ro.kv_cache_gib, "gpu_memory_utilization": ro.gpu_memory_utilization,
-                              "cpu_threads": ro.torch_threads}  # fmt: skip
+                              "cpu_threads": ro.torch_threads, "enforce_eager": ro.enforce_eager}  # fmt: skip
         self.rollout = self._add(WorkerGroup(
             RolloutWorker, ro.num_workers, name=f"{name}/rollout", num_cpus=ro.num_cpus_per_worker,
             num_gpus=ro.num_gpus_per_worker, distributed=False,

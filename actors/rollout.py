@@ -87,6 +87,7 @@ class VLLMEngine:
         enable_prefix_caching: bool = True,
         cpu_threads_bind: str | None = None,
         cpu_threads: int | None = None,
+        enforce_eager: bool | None = None,
     ):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
@@ -106,13 +107,18 @@ class VLLMEngine:
         # generators can do ("CPU Generator does not use offset"). On CPU, prompts are
         # therefore scheduled whole, with a budget of at least one full-length sequence.
         chunked = torch.cuda.is_available()
+        if enforce_eager is None:
+            # Compiled (torch.compile; + CUDA graphs on GPU) unless on CPU, where compiling
+            # costs ~25 s at engine start (~10 s from vLLM's cache) for ~30 % faster decode
+            # steps of small models and nothing measurable on matmul-bound ones.
+            enforce_eager = not torch.cuda.is_available()
         budget = {} if chunked else {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 8192)}
         self.llm = LLM(
             **budget,
             model=model_path,
             dtype=dtype,
             max_model_len=max_model_len,
-            enforce_eager=True,
+            enforce_eager=enforce_eager,
             seed=seed,
             gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=enable_prefix_caching,
@@ -120,6 +126,7 @@ class VLLMEngine:
             # is what importance ratios against the trainer need.
             logprobs_mode="processed_logprobs",
         )
+        self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: list[list[int]], settings: SamplingSettings) -> list[Completion]:
         from vllm import SamplingParams
@@ -135,17 +142,21 @@ class VLLMEngine:
                 stop_token_ids=list(settings.stop_token_ids) or None,
                 logprobs=0,
                 seed=None if settings.seed is None else settings.seed + i,
-                skip_special_tokens=True,
+                # Text is decoded once per completion below: vLLM's per-step incremental
+                # detokenisation of outputs and of each sampled token's log-prob entry costs
+                # ~15 ms of Python per decode step at 128 sequences (a tenth of the step on CPU).
+                detokenize=False,
             )
 
         outputs = self.llm.generate(
             [{"prompt_token_ids": list(p)} for p in prompts], [params(i) for i in range(len(prompts))], use_tqdm=False
         )
+        finished = [(i, o) for i, out in enumerate(outputs) for o in out.outputs]
+        texts = self.tokenizer.batch_decode([list(o.token_ids) for _, o in finished], skip_special_tokens=True)
         completions = []
-        for i, out in enumerate(outputs):
-            for o in out.outputs:
-                lps = [step[tok].logprob for step, tok in zip(o.logprobs or [], o.token_ids)]
-                completions.append(Completion(i, list(o.token_ids), lps, o.text, "length" if o.finish_reason == "length" else "stop"))
+        for (i, o), text in zip(finished, texts):
+            lps = [step[tok].logprob for step, tok in zip(o.logprobs or [], o.token_ids)]
+            completions.append(Completion(i, list(o.token_ids), lps, text, "length" if o.finish_reason == "length" else "stop"))
         return completions
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:

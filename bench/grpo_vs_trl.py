@@ -147,7 +147,7 @@ def run_trl(art: dict, setting: str, steps: int) -> dict:
     return {"step_s": times, "mean_length": [h["completions/mean_length"] for h in logs], "threads": torch.get_num_threads()}
 
 
-def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "vllm", rollout_workers: int = 1) -> dict:
+def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "vllm", rollout_workers: int = 1, eager: bool = False) -> dict:
     import tempfile
 
     from qwen25_rl.config import load_config
@@ -162,6 +162,7 @@ def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "
         "model.path": art["model"], "data.train_files": f"[{art['prompts']}]", "data.eval_files": "[]",
         "data.prompt_key": "prompt", "reward.functions": reward, "reward.pool.num_workers": 1,
         "reward.pool.num_cpus_per_worker": 0.25, "rollout.engine": engine, "rollout.num_workers": rollout_workers, "rollout.num_cpus_per_worker": 1 / rollout_workers, "rollout.torch_threads": 2, "rollout.samples_per_prompt": s["samples"],
+        "rollout.enforce_eager": eager,
         "rollout.max_new_tokens": s["new_tokens"], "rollout.max_model_len": 512,
         "policy.strategy": strategy, "policy.zero_stage": 2, "policy.micro_batch_size": s["micro"],
         "policy.num_cpus_per_worker": 1, "policy.torch_threads": 2, "reference.num_cpus_per_worker": 1,
@@ -178,23 +179,26 @@ def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "
     rows = read_metrics(run / "metrics.jsonl")
     phases = {k: [r.get(k, 0.0) for r in rows] for k in ("time/generate_s", "time/reward_s", "time/reference_s",
                                                           "time/old_log_probs_s", "time/train_s", "time/sync_s")}  # fmt: skip
-    return {"step_s": [r["time/step_s"] for r in rows], "mean_length": [r["response_length/mean"] for r in rows], "phases": phases}
+    # The sampler-vs-trainer log-prob gap of every step: proof that the rollout engine samples
+    # from the weights being trained (a compiled engine that kept stale weights would show here).
+    gap = [r.get("logprob_gap/sampler_trainer_abs_max", float("nan")) for r in rows]
+    return {"step_s": [r["time/step_s"] for r in rows], "mean_length": [r["response_length/mean"] for r in rows], "phases": phases, "gap": gap}
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 def worker_main(argv: list[str]) -> None:
-    system, setting, steps, art_json, strategy, engine, rollout_workers = argv
-    art = json.loads(art_json)
-    result = run_trl(art, setting, int(steps)) if system == "trl" else run_ours(art, setting, int(steps), strategy, engine, int(rollout_workers))
+    system, setting, steps, art_json, opts_json = argv
+    art, opts = json.loads(art_json), json.loads(opts_json)
+    result = run_trl(art, setting, int(steps)) if system == "trl" else run_ours(art, setting, int(steps), **opts)
     print("BENCH_RESULT " + json.dumps(result), flush=True)
 
 
 def spawn(system: str, setting: str, steps: int, art: dict, args: argparse.Namespace) -> dict:
     env = os.environ | {"TOKENIZERS_PARALLELISM": "false", "RAY_ADDRESS": ""}
-    proc = subprocess.run([sys.executable, __file__, "_worker", system, setting, str(steps), json.dumps(art), args.strategy,
-                           args.engine, str(args.rollout_workers)],
+    opts = {"strategy": args.strategy, "engine": args.engine, "rollout_workers": args.rollout_workers, "eager": args.eager}
+    proc = subprocess.run([sys.executable, __file__, "_worker", system, setting, str(steps), json.dumps(art), json.dumps(opts)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=7200)  # fmt: skip
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
@@ -211,6 +215,7 @@ def main() -> None:
     ap.add_argument("--strategy", choices=["deepspeed", "ddp"], default="deepspeed", help="our policy worker's engine")
     ap.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="our rollout engine")
     ap.add_argument("--rollout-workers", type=int, default=1, help="our rollout workers (generation split between them)")
+    ap.add_argument("--eager", action="store_true", help="our vLLM engine eager instead of torch.compile'd (rollout.enforce_eager)")
     ap.add_argument("--systems", nargs="+", choices=["trl", "ours"], default=["trl", "ours"], help="which systems to run (both for the table)")
     ap.add_argument("--workdir", default="/tmp/qwen25-bench-grpo")
     args = ap.parse_args()
@@ -246,9 +251,10 @@ def main() -> None:
         summary[system] = {"median_step_s": med, "steps": len(steps), "mean_length": length, "efficiency": flops / (med * rate)}
         if system == "ours":
             summary[system]["phases"] = {k: statistics.median(v for res in runs for v in res["phases"][k][args.warmup:]) for k in runs[0]["phases"]}
+            summary[system]["gap"] = max(x for res in runs for x in res["gap"])
     print(f"\n## GRPO step time vs TRL, setting ({args.setting}) — {time.strftime('%Y-%m-%d')}\n")
     print(f"Command: `.venv/bin/python bench/grpo_vs_trl.py --setting {args.setting} --runs {args.runs} --steps {args.steps} --warmup {args.warmup} "
-          f"--strategy {args.strategy} --engine {args.engine} --rollout-workers {args.rollout_workers}`  ")
+          f"--strategy {args.strategy} --engine {args.engine} --rollout-workers {args.rollout_workers}{' --eager' if args.eager else ''}`  ")
     print(f"Model: preset `{s['preset']}` ({n / 1e6:.1f}M matmul parameters), {s['prompts']} prompts x {s['samples']} samples, "
           f"{s['new_tokens']} new tokens, beta {s['beta']} (reference model), lr {s['lr']}, float32, prompt ~{prompt_len:.0f} tokens.  ")
     print(f"fp32 matmul rate measured in this run: {gflops:.0f} GFLOP/s before, {gflops_end:.0f} GFLOP/s after.\n")
@@ -260,7 +266,8 @@ def main() -> None:
     if len(summary) == 2:
         print(f"\nSpeed-up (TRL / ours): **{summary['trl']['median_step_s'] / summary['ours']['median_step_s']:.2f}x**  ")
     if "ours" in summary:
-        print("Our step by phase (median s): " + ", ".join(f"{k.split('/')[1][:-2]} {v:.2f}" for k, v in summary["ours"]["phases"].items()))
+        print("Our step by phase (median s): " + ", ".join(f"{k.split('/')[1][:-2]} {v:.2f}" for k, v in summary["ours"]["phases"].items()) + "  ")
+        print(f"Our largest sampler-vs-trainer log-prob gap over all steps: {summary['ours']['gap']:.1e}")
 
 
 if __name__ == "__main__":

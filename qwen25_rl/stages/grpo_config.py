@@ -45,6 +45,10 @@ class RolloutConfig(Section):
     # vLLM's OpenMP threads, bound to the first N CPUs the worker may use (unset: vLLM's own
     # binding, which keeps one core free for a scheduler process).
     torch_threads: int | None = Field(default=None, ge=1)
+    # vLLM: run the model eagerly (true) or compiled with torch.compile, plus CUDA graphs on GPU
+    # (false). null: eager on CPU (compiling adds ~25 s to engine start; it speeds up decode
+    # steps of small, overhead-bound models by ~30 %), compiled on GPU.
+    enforce_eager: bool | None = None
 
 
 class PolicyConfig(Section):

@@ -58,23 +58,28 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+# "vllm-compiled": torch.compile'd vLLM (the GPU default, with CUDA graphs there); its weight
+# reloads must reach the compiled graph as well.
+@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.vllm),
+                                        pytest.param("vllm-compiled", marks=[pytest.mark.vllm, pytest.mark.slow])])
 def setup(request, ray_cluster, tiny_model_dir):
-    engine = request.param
-    policy = WorkerGroup(TorchPolicy, 1, name=f"test/policy-{engine}", num_cpus=1, init_kwargs={"model_path": str(tiny_model_dir)})
+    name = request.param
+    engine = name.removesuffix("-compiled")
+    engine_kwargs = {"max_model_len": 256} | ({"enforce_eager": False} if name.endswith("-compiled") else {})
+    policy = WorkerGroup(TorchPolicy, 1, name=f"test/policy-{name}", num_cpus=1, init_kwargs={"model_path": str(tiny_model_dir)})
     rollout = WorkerGroup(
         RolloutWorker,
         1,
-        name=f"test/rollout-{engine}",
+        name=f"test/rollout-{name}",
         num_cpus=1,
         distributed=False,
-        init_kwargs={"engine": engine, "model_path": str(tiny_model_dir), "engine_kwargs": {"max_model_len": 256}, "torch_threads": 1},
+        init_kwargs={"engine": engine, "model_path": str(tiny_model_dir), "engine_kwargs": engine_kwargs, "torch_threads": 1},
     )
     from qwen25_rl.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
     prompts = [tok.encode(t) for t in ["a = 1", "def f(x):", "The answer is"]]
-    yield engine, policy, rollout, prompts
+    yield engine, policy, rollout, prompts, tok
     rollout.shutdown()
     policy.shutdown()
 
@@ -88,7 +93,7 @@ def _max_gap(policy, batch, temperature):
 
 
 def test_generate_returns_n_samples_per_prompt_with_version(setup):
-    engine, policy, rollout, prompts = setup
+    engine, policy, rollout, prompts, tok = setup
     settings = SamplingSettings(n=3, max_new_tokens=8, min_new_tokens=8, temperature=1.0, seed=0)
     batch = rollout.run_rank0("generate", prompts, settings)
     assert len(batch) == 9
@@ -97,12 +102,14 @@ def test_generate_returns_n_samples_per_prompt_with_version(setup):
     assert set(batch.meta["finish_reason"]) == {"length"}
     assert (batch["sampler_logprobs"] <= 0).all()
     assert batch["policy_version"].tolist() == [0] * 9
+    ids = [row[mask.bool()].tolist() for row, mask in zip(batch["response_ids"], batch["response_mask"])]
+    assert batch.meta["response_text"] == [tok.decode(x, skip_special_tokens=True) for x in ids]
     # Samples of one prompt differ (sampling, not n copies of one draw).
     assert len({tuple(r) for r in batch["response_ids"][:3].tolist()}) > 1
 
 
 def test_same_seed_reproduces_samples(setup):
-    engine, policy, rollout, prompts = setup
+    engine, policy, rollout, prompts, tok = setup
     settings = SamplingSettings(n=2, max_new_tokens=6, min_new_tokens=6, seed=123)
     a = rollout.run_rank0("generate", prompts, settings)
     b = rollout.run_rank0("generate", prompts, settings)
@@ -113,7 +120,7 @@ def test_seeded_batch_larger_than_one_step_token_budget(setup):
     """More prompt tokens than one engine step takes (8192 on CPU): every prompt is still
     answered, reproducibly. (vLLM's chunked prefill rewinds seeded generators, which CPU
     generators cannot do: a crash before the engine scheduled prompts whole.)"""
-    engine, policy, rollout, prompts = setup
+    engine, policy, rollout, prompts, tok = setup
     long_prompts = [(p * 100)[:200] for p in prompts] * 15  # 45 x 200 = 9000 prompt tokens
     settings = SamplingSettings(n=2, max_new_tokens=3, min_new_tokens=3, seed=5)
     a = rollout.run_rank0("generate", long_prompts, settings)
@@ -124,14 +131,14 @@ def test_seeded_batch_larger_than_one_step_token_budget(setup):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_sampler_logprobs_match_policy_forward(setup, temperature):
-    engine, policy, rollout, prompts = setup
+    engine, policy, rollout, prompts, tok = setup
     batch = rollout.run_rank0("generate", prompts, SamplingSettings(n=2, max_new_tokens=10, temperature=temperature, seed=1))
     assert _max_gap(policy, batch, temperature) < LOGPROB_TOL
 
 
 @pytest.mark.parametrize("transport", ["object_store", "broadcast"])
 def test_after_sync_rollout_samples_from_new_policy(setup, transport):
-    engine, policy, rollout, prompts = setup
+    engine, policy, rollout, prompts, tok = setup
     sync = get_weight_sync(transport, **({"bucket_mb": 1.0} if transport == "broadcast" else {}))
     sync.setup(policy, rollout)
     settings = SamplingSettings(n=2, max_new_tokens=10, seed=2)
