@@ -121,22 +121,14 @@ def micro_batches(batch: TensorBatch, n: int) -> list[tuple[torch.Tensor, Tensor
 
     Only for computations that are sums over samples (scoring, or a loss normalised by global
     counts): the grouping changes which samples share a micro-batch, never the result."""
-    if n <= 0:
-        raise ValueError(f"cannot split a batch into {n} micro-batches")
     lengths = torch.zeros(len(batch), dtype=torch.long)
     for k in ("prompt_mask", "response_mask"):
         if k in batch.tensors:
             lengths += batch[k].sum(dim=1).long()
     order = torch.sort(lengths, descending=True, stable=True).indices
-    size, rest = divmod(len(batch), n)
-    out, start = [], 0
-    for i in range(n):
-        end = start + size + (1 if i < rest else 0)
-        positions = order[start:end]
-        part, keep = batch.select(positions).trimmed()
-        out.append((positions, part, keep))
-        start = end
-    return out
+    parts = batch.select(order).chunk(n)
+    positions = torch.split(order, [len(p) for p in parts])
+    return [(pos, *part.trimmed()) for pos, part in zip(positions, parts)]
 
 
 def _cat_padded(tensors: list[torch.Tensor], left: bool = False) -> torch.Tensor:
