@@ -85,22 +85,20 @@ class VLLMEngine:
         kv_cache_gib: int = 1,
         gpu_memory_utilization: float = 0.5,
         enable_prefix_caching: bool = True,
-        cpu_threads_bind: str | None = None,
         cpu_threads: int | None = None,
         enforce_eager: bool | None = None,
     ):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-        if cpu_threads is not None and cpu_threads_bind is None:
-            # vLLM's automatic binding keeps one core for a scheduler process, which runs in
-            # this process here (no engine multiprocessing): on 2 cores it would compute on
-            # one. Bind the model's OpenMP threads to the first N CPUs we may use instead.
-            cpus = sorted(os.sched_getaffinity(0))
-            cpu_threads_bind = ",".join(str(c) for c in cpus[: max(1, min(cpu_threads, len(cpus)))])
-        if cpu_threads_bind is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
         import torch
         from vllm import LLM
+
+        if cpu_threads is not None:
+            # The engine computes with torch's intra-op (OpenMP) threads of this process, fixed
+            # from here on: vLLM's CPU worker replaces torch.set_num_threads with a no-op. (Its
+            # CPU binding, VLLM_CPU_OMP_THREADS_BIND, is applied only by the multiprocess
+            # executor; an in-process engine's threads are not pinned.)
+            torch.set_num_threads(cpu_threads)
 
         # vLLM splits a prompt that does not fit the step's token budget over several steps
         # (chunked prefill) and then rewinds the request's seeded generator, which only CUDA

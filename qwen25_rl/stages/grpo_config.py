@@ -41,9 +41,9 @@ class RolloutConfig(Section):
     max_model_len: int = Field(default=1024, gt=0)
     kv_cache_gib: int = Field(default=1, ge=1)
     gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1)
-    # Compute threads of a rollout worker: torch threads of the transformers engine; on CPU,
-    # vLLM's OpenMP threads, bound to the first N CPUs the worker may use (unset: vLLM's own
-    # binding, which keeps one core free for a scheduler process).
+    # Compute threads of a rollout worker (torch intra-op threads; vLLM on CPU computes with
+    # them too and freezes the number once its engine has started). Unset: the worker's CPU
+    # request, at least 1 (Ray's OMP_NUM_THREADS).
     torch_threads: int | None = Field(default=None, ge=1)
     # vLLM: run the model eagerly (true) or compiled with torch.compile, plus CUDA graphs on GPU
     # (false). null: eager on CPU (compiling adds ~25 s to engine start; it speeds up decode

@@ -7,6 +7,8 @@ sync the rollout engine samples from exactly the policy's distribution.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import ray
 import torch
@@ -159,3 +161,19 @@ def test_bucket_plan_splits_by_size_and_dtype():
     assert [[n for n, _ in params] for _, params in layout] == [["a"], ["b"], ["c"], ["d"]]
     layout = plan_buckets(named, bucket_mb=1.0)
     assert [(d, [n for n, _ in params]) for d, params in layout] == [("torch.float32", ["a", "b"]), ("torch.float16", ["c"]), ("torch.float32", ["d"])]
+
+
+@pytest.mark.vllm
+def test_vllm_worker_computes_with_the_threads_asked_for(ray_cluster, tiny_model_dir):
+    """`rollout.torch_threads` (engine `cpu_threads`) beats Ray's OMP_NUM_THREADS (the CPU
+    request, 1 here) and survives the engine start: vLLM's CPU worker turns
+    torch.set_num_threads into a no-op, so the number must be set before it."""
+    group = WorkerGroup(
+        RolloutWorker, 1, name="test/rollout-threads", num_cpus=1, distributed=False,
+        init_kwargs={"engine": "vllm", "model_path": str(tiny_model_dir), "engine_kwargs": {"max_model_len": 128, "cpu_threads": 2}},
+    )  # fmt: skip
+    try:
+        threads = ray.get(group.workers[0].__ray_call__.remote(lambda self: (os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())))
+        assert threads == ("1", 2)
+    finally:
+        group.shutdown()
