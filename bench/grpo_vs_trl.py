@@ -147,7 +147,8 @@ def run_trl(art: dict, setting: str, steps: int) -> dict:
     return {"step_s": times, "mean_length": [h["completions/mean_length"] for h in logs], "threads": torch.get_num_threads()}
 
 
-def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "vllm", rollout_workers: int = 1, eager: bool = False) -> dict:
+def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "vllm", rollout_workers: int = 1, eager: bool = False,
+             one_step_off_policy: bool = False) -> dict:  # fmt: skip
     import tempfile
 
     from qwen25_rl.config import load_config
@@ -170,6 +171,7 @@ def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "
         "reference.micro_batch_size": s["micro"], "algorithm.prompts_per_step": s["prompts"],
         "algorithm.total_steps": steps, "algorithm.kl_coef": s["beta"], "algorithm.kl_estimator": "k3",
         "algorithm.loss_agg_mode": "token-mean", "algorithm.clip_high": 0.2, "algorithm.dynamic_sampling.enabled": False,
+        "algorithm.one_step_off_policy": one_step_off_policy,
         "optimizer.lr": s["lr"], "eval.every_n_steps": "null", "eval.at_start": False, "checkpoint.every_n_steps": "null",
         "checkpoint.save_final": False, "logging.output_dir": out, "logging.run_name": "bench", "logging.tensorboard": False,
         "logging.console": False, "ray.num_cpus": 4, "ray.include_dashboard": False,
@@ -191,7 +193,10 @@ def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "
 def worker_main(argv: list[str]) -> None:
     system, setting, steps, art_json, opts_json = argv
     art, opts = json.loads(art_json), json.loads(opts_json)
-    result = run_trl(art, setting, int(steps)) if system == "trl" else run_ours(art, setting, int(steps), **opts)
+    if system == "trl":
+        result = run_trl(art, setting, int(steps))
+    else:
+        result = run_ours(art, setting, int(steps), **opts, one_step_off_policy=system == "ours-off-policy")
     print("BENCH_RESULT " + json.dumps(result), flush=True)
 
 
@@ -216,7 +221,9 @@ def main() -> None:
     ap.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="our rollout engine")
     ap.add_argument("--rollout-workers", type=int, default=1, help="our rollout workers (generation split between them)")
     ap.add_argument("--eager", action="store_true", help="our vLLM engine eager instead of torch.compile'd (rollout.enforce_eager)")
-    ap.add_argument("--systems", nargs="+", choices=["trl", "ours"], default=["trl", "ours"], help="which systems to run (both for the table)")
+    ap.add_argument("--systems", nargs="+", choices=["trl", "ours", "ours-off-policy"], default=["trl", "ours"],
+                    help="which systems to run; ours-off-policy: ours with algorithm.one_step_off_policy (generation of step k+1 "
+                         "overlaps the update of step k: a different algorithm from TRL's on-policy step, reported for information)")  # fmt: skip
     ap.add_argument("--workdir", default="/tmp/qwen25-bench-grpo")
     args = ap.parse_args()
     s = SETTINGS[args.setting]
@@ -249,12 +256,13 @@ def main() -> None:
         flops = 2 * n * tokens + 2 * n * tokens + 6 * n * tokens  # generation, reference, policy fwd+bwd
         med = statistics.median(steps)
         summary[system] = {"median_step_s": med, "steps": len(steps), "mean_length": length, "efficiency": flops / (med * rate)}
-        if system == "ours":
+        if system.startswith("ours"):
             summary[system]["phases"] = {k: statistics.median(v for res in runs for v in res["phases"][k][args.warmup:]) for k in runs[0]["phases"]}
             summary[system]["gap"] = max(x for res in runs for x in res["gap"])
     print(f"\n## GRPO step time vs TRL, setting ({args.setting}) — {time.strftime('%Y-%m-%d')}\n")
     print(f"Command: `.venv/bin/python bench/grpo_vs_trl.py --setting {args.setting} --runs {args.runs} --steps {args.steps} --warmup {args.warmup} "
-          f"--strategy {args.strategy} --engine {args.engine} --rollout-workers {args.rollout_workers}{' --eager' if args.eager else ''}`  ")
+          f"--strategy {args.strategy} --engine {args.engine} --rollout-workers {args.rollout_workers}{' --eager' if args.eager else ''}"
+          f" --systems {' '.join(args.systems)}`  ")
     print(f"Model: preset `{s['preset']}` ({n / 1e6:.1f}M matmul parameters), {s['prompts']} prompts x {s['samples']} samples, "
           f"{s['new_tokens']} new tokens, beta {s['beta']} (reference model), lr {s['lr']}, float32, prompt ~{prompt_len:.0f} tokens.  ")
     print(f"fp32 matmul rate measured in this run: {gflops:.0f} GFLOP/s before, {gflops_end:.0f} GFLOP/s after.\n")
@@ -262,12 +270,14 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     for system in args.systems:
         x = summary[system]
-        print(f"| {'TRL ' + __import__('trl').__version__ + ' GRPOTrainer' if system == 'trl' else 'qwen25-rl grpo'} | {x['median_step_s']:.2f} | {x['steps']} | {x['mean_length']:.1f} | {x['efficiency']:.1%} |")
-    if len(summary) == 2:
-        print(f"\nSpeed-up (TRL / ours): **{summary['trl']['median_step_s'] / summary['ours']['median_step_s']:.2f}x**  ")
-    if "ours" in summary:
-        print("Our step by phase (median s): " + ", ".join(f"{k.split('/')[1][:-2]} {v:.2f}" for k, v in summary["ours"]["phases"].items()) + "  ")
-        print(f"Our largest sampler-vs-trainer log-prob gap over all steps: {summary['ours']['gap']:.1e}")
+        label = {"trl": f"TRL {__import__('trl').__version__} GRPOTrainer", "ours": "qwen25-rl grpo", "ours-off-policy": "qwen25-rl grpo, one-step-off-policy"}[system]
+        print(f"| {label} | {x['median_step_s']:.2f} | {x['steps']} | {x['mean_length']:.1f} | {x['efficiency']:.1%} |")
+    for system in [x for x in args.systems if x.startswith("ours")]:
+        x = summary[system]
+        if "trl" in summary:
+            print(f"\nSpeed-up of {system} (TRL / {system}): **{summary['trl']['median_step_s'] / x['median_step_s']:.2f}x**  ")
+        print(f"{system} step by phase (median s): " + ", ".join(f"{k.split('/')[1][:-2]} {v:.2f}" for k, v in x["phases"].items()) + "  ")
+        print(f"{system} largest sampler-vs-trainer log-prob gap over all steps: {x['gap']:.1e}")
 
 
 if __name__ == "__main__":
