@@ -75,7 +75,8 @@ class SandboxLimitsParams(_Section):
 class SandboxParams(_Section):
     """Mirror of sandboxes.SandboxConfig: how the code reward's sandboxes run."""
 
-    # Concurrent executions per reward worker (0: 2 x CPU count); more wait (back-pressure).
+    # Concurrent executions per reward worker (0: 4 x CPU count, see sandboxes/executor.py);
+    # more wait (back-pressure).
     slots: int = Field(default=0, ge=0)
     # Unprivileged host uids leased per execution (machine-wide leases).
     uid_base: int = Field(default=1_700_000_000, ge=1000)
