@@ -10,14 +10,22 @@ Grading is done from positive evidence outside the untrusted code (sandboxes/har
 the tests run in a grader process, the program in another, and only a verdict the grader writes
 on its private channel, tagged with this run's nonce, counts. What that rules out: `sys.exit(0)`
 or `os._exit(0)` before the asserts, a printed "passed" line, objects whose `__eq__` is always
-true, reading the tests (they never enter the program's process), and tampering with the grader
-through the interpreter (gc, frames, ctypes act only on the program's own process).
+true, reading the tests (they never enter the program's process), tampering with the grader
+through the interpreter (gc, frames, ctypes act only on the program's own process), and making
+the grader run something of the program's choosing (an entry point bound to `pdb.run` runs in
+the program's process; files it plants are never read by the grader): see "Trust boundary" in
+sandboxes/README.md.
+
+Time: each test has its limit (`timeout_s`); a program that exceeds it fails that test, and
+the grader's verdict arrives within `max_grading_seconds(tests)` however slow the program is,
+so a slow program is a 0, never a missing verdict.
 
 What the grader does NOT protect against:
 - Programs that special-case the visible test inputs (a lookup table of the asserts' answers
   passes): the reward is only as good as the tests.
 - Tests that use names the program defines other than the function under test (MBPP tests that
-  call a helper the reference solution happened to import): such names come from the program.
+  call a helper the reference solution happened to import): such names come from the program,
+  and calls to them run there.
 - Tests that check mutation of their own arguments: arguments are copied to the program's
   process, so in-place changes are not seen (none of HumanEval/MBPP does this).
 - Values of the program that are not plain data (instances of its own classes) reach the tests
@@ -32,13 +40,12 @@ What the grader does NOT protect against:
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from typing import Any
 
 from reward.code_extract import called_names, defines, extract_code
 from sandboxes import Sandbox, Status, run_calls, run_io
-from sandboxes.graded import CallsVerdict, IOVerdict
+from sandboxes.graded import HOST_OVERHEAD_S, CallsVerdict, IOVerdict, calls_budget_s, io_budget_s
 
 DEFAULT_TEST_TIMEOUT_S = 5.0
 
@@ -79,13 +86,6 @@ class CodeScore:
 def _check_mode(mode: str) -> None:
     if mode not in ("fraction", "all"):
         raise ValueError(f"mode must be 'fraction' or 'all', got {mode!r}")
-
-
-def _count_asserts(source: str) -> int:
-    try:
-        return sum(isinstance(n, ast.Assert) for n in ast.walk(ast.parse(source)))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return 0
 
 
 def _no_verdict(kind: str, total: int, code: str | None, v: CallsVerdict | IOVerdict) -> CodeScore:
@@ -131,6 +131,10 @@ def humaneval_program(problem: dict, completion: str) -> str:
     return prompt + completion
 
 
+def _humaneval_unit(problem: dict) -> str:
+    return problem["test"] + f"\n\ncheck({problem['entry_point']})\n"
+
+
 def _validate_humaneval(problem: Any) -> None:
     if not isinstance(problem, dict):
         raise TypeError(f"HumanEval problem must be a dict, got {type(problem).__name__}")
@@ -152,16 +156,13 @@ def grade_humaneval(
     _check_mode(mode)
     split = mode == "fraction"
     entry = problem["entry_point"]
-    unit = problem["test"] + f"\n\ncheck({entry})\n"
-    n_asserts = _count_asserts(problem["test"]) if split else 1
     v = run_calls(
         humaneval_program(problem, completion),
-        [unit],
+        [_humaneval_unit(problem)],
         prelude=problem["prompt"],  # trusted: the helpers the tests use come from the prompt
         expose=[entry],
         split_asserts=split,
         unit_timeout_s=timeout_s,
-        total_timeout_s=10.0 + timeout_s * (max(1, n_asserts) + 2),
         sandbox=sandbox,
     )
     return _from_calls("humaneval", v, mode, code_for_report if code_for_report is not None else completion, split)
@@ -283,6 +284,42 @@ def _apps_tests(tests: dict) -> tuple[str, Any]:
     return "io", [{"input": i, "output": o} for i, o in zip(inputs, outputs)]
 
 
+def _test_plan(tests: dict | list) -> tuple[str, Any, str]:
+    """(kind, payload, setup code) for any supported form of `tests` (see score_code)."""
+    if isinstance(tests, dict) and "entry_point" in tests and "test" in tests:
+        _validate_humaneval(tests)
+        return "humaneval", tests, ""
+    if isinstance(tests, dict) and "test_list" in tests:
+        return "asserts", list(tests["test_list"]), tests.get("test_setup_code") or ""
+    if isinstance(tests, dict) and "inputs" in tests and "outputs" in tests:
+        kind, payload = _apps_tests(tests)
+        return kind, payload, ""
+    if isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests):
+        return "asserts", tests, ""
+    if isinstance(tests, list) and tests and all(isinstance(t, dict) for t in tests):
+        return "io", tests, ""
+    raise ValueError(
+        "tests must be a HumanEval problem, an MBPP row (test_list), an APPS dict (inputs/outputs), "
+        f"a list of {{'input','output'}} cases or a list of assert strings; got {type(tests).__name__}"
+    )
+
+
+def max_grading_seconds(tests: dict | list, *, mode: str = "fraction", timeout_s: float = DEFAULT_TEST_TIMEOUT_S) -> float:
+    """The longest `score_code(response, tests, mode=, timeout_s=)` can take for any response:
+    the sandbox's wall-clock limit for these tests (every test at its time limit) plus the
+    host's clean-up. A reward that waits this long always gets a verdict: a slow program then
+    scores 0 on the tests it was too slow for instead of turning into a reward timeout."""
+    _check_mode(mode)
+    kind, payload, _ = _test_plan(tests)
+    if kind == "humaneval":
+        budget = calls_budget_s([_humaneval_unit(payload)], timeout_s, split_asserts=mode == "fraction")
+    elif kind == "asserts":
+        budget = calls_budget_s(payload, timeout_s)
+    else:
+        budget = io_budget_s(len(payload), timeout_s)
+    return budget + HOST_OVERHEAD_S
+
+
 def score_code(
     response: str,
     tests: dict | list,
@@ -298,8 +335,8 @@ def score_code(
     "fn_name"?}), a list of {"input", "output"} cases, or a list of assert statements.
     """
     _check_mode(mode)
-    if isinstance(tests, dict) and "entry_point" in tests and "test" in tests:
-        _validate_humaneval(tests)
+    kind, payload, setup = _test_plan(tests)
+    if kind == "humaneval":
         code = extract_code(response, entry_point=tests["entry_point"])
         if code is None:
             # HumanEval completions are often a bare function body continuing the prompt.
@@ -308,21 +345,6 @@ def score_code(
                 return CodeScore(0.0, 0, 1, "no-code", "humaneval", None, "no code found in the response")
             code = body
         return grade_humaneval(tests, code, mode=mode, timeout_s=timeout_s, sandbox=sandbox)
-    if isinstance(tests, dict) and "test_list" in tests:
-        setup = tests.get("test_setup_code") or ""
-        kind, payload = "asserts", list(tests["test_list"])
-    elif isinstance(tests, dict) and "inputs" in tests and "outputs" in tests:
-        kind, payload = _apps_tests(tests)
-        setup = ""
-    elif isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests):
-        kind, payload, setup = "asserts", tests, ""
-    elif isinstance(tests, list) and tests and all(isinstance(t, dict) for t in tests):
-        kind, payload, setup = "io", tests, ""
-    else:
-        raise ValueError(
-            "tests must be a HumanEval problem, an MBPP row (test_list), an APPS dict (inputs/outputs), "
-            f"a list of {{'input','output'}} cases or a list of assert strings; got {type(tests).__name__}"
-        )
     code = extract_code(response, entry_point=called_names(payload) if kind == "asserts" else None)
     n = len(payload)
     if code is None:

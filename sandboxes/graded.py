@@ -7,6 +7,7 @@ no verdict, a wrong nonce, a malformed verdict, a killed grader — is "not pass
 
 from __future__ import annotations
 
+import ast
 import secrets
 from dataclasses import dataclass
 
@@ -59,6 +60,44 @@ class IOVerdict:
         return self.error is None
 
 
+# Wall-clock allowance of an execution beyond its tests: interpreter and namespace start-up,
+# the grader's set-up and the verdict (seconds).
+STARTUP_S = 5.0
+# How long before the wall-clock kill the grader sends its verdict: tests not started by then
+# fail instead of the whole execution ending without a verdict.
+VERDICT_MARGIN_S = 2.0
+# What an execution may take on the host beyond its wall-clock limit: waiting for the process
+# tree to exit and killing what is left (Sandbox cleanup waits up to 5 s), and spawning it.
+HOST_OVERHEAD_S = 8.0
+
+
+def count_asserts(source: str) -> int:
+    """`assert` statements in a test's source (what split_asserts records one by one)."""
+    try:
+        return sum(isinstance(n, ast.Assert) for n in ast.walk(ast.parse(source)))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return 0
+
+
+def calls_budget_s(units: list[str], unit_timeout_s: float, load_timeout_s: float | None = None, split_asserts: bool = False) -> float:
+    """The wall-clock limit run_calls gives an execution: start-up, the first load, and for each
+    test its limit plus a reload (a test that times out kills the program's process, the next
+    one starts a fresh one). With split_asserts every assert of a test has its own limit."""
+    load_t = unit_timeout_s if load_timeout_s is None else load_timeout_s
+    per_unit = [(max(1, count_asserts(u)) if split_asserts else 1) * unit_timeout_s for u in units]
+    return STARTUP_S + load_t + sum(t + load_t for t in per_unit)
+
+
+def io_budget_s(n_inputs: int, case_timeout_s: float) -> float:
+    """The wall-clock limit run_io gives an execution: start-up and every case's limit."""
+    return STARTUP_S + n_inputs * (case_timeout_s + 0.5)
+
+
+def verdict_by_s(budget_s: float) -> float:
+    """When, after start, the grader must send its verdict for an execution of `budget_s`."""
+    return budget_s - min(VERDICT_MARGIN_S, budget_s / 4)
+
+
 def _verdict(res: ExecResult, nonce: str, mode: str) -> tuple[dict | None, str | None]:
     msgs = [m for m in res.channel if m.get("event") == "verdict"]
     if not msgs:
@@ -95,15 +134,15 @@ def run_calls(
         (None: every name it defines, except builtins and names the prelude defined).
     split_asserts: record each `assert` of a unit separately (it does not stop the unit), each
         with its own `unit_timeout_s` for the calls it makes.
-    total_timeout_s: wall clock of the whole execution (default: start-up + every unit's limit).
+    total_timeout_s: wall clock of the whole execution (default: calls_budget_s). The grader
+        sends its verdict shortly before it; tests it had no time left for fail.
     """
     if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
         raise TypeError("units must be a list of Python source strings")
     sb = sandbox or default_sandbox()
     base = limits or sb.config.limits
     load_t = load_timeout_s if load_timeout_s is not None else unit_timeout_s
-    # The wall clock covers start-up, loading (again after each restart) and every unit.
-    budget = total_timeout_s or 5.0 + load_t + len(units) * (unit_timeout_s + load_t)
+    budget = total_timeout_s or calls_budget_s(units, unit_timeout_s, load_t, split_asserts)
     lim = (limits or base).replace(timeout_s=budget) if (limits is None or total_timeout_s) else limits
     nonce = secrets.token_hex(16)
     job = {
@@ -114,6 +153,7 @@ def run_calls(
         "split_asserts": bool(split_asserts),
         "unit_timeout_s": float(unit_timeout_s),
         "load_timeout_s": float(load_t),
+        "verdict_by_s": verdict_by_s(lim.timeout_s),
     }
     res = sb.execute("calls", job, {"nonce": nonce, "units": units}, limits=lim)
     v, why = _verdict(res, nonce, "calls")
@@ -155,10 +195,15 @@ def run_io(
         raise TypeError("inputs must be a list of strings")
     sb = sandbox or default_sandbox()
     base = limits or sb.config.limits
-    budget = 5.0 + len(inputs) * (case_timeout_s + 0.5)
-    lim = base if limits is not None else base.replace(timeout_s=budget)
+    lim = base if limits is not None else base.replace(timeout_s=io_budget_s(len(inputs), case_timeout_s))
     nonce = secrets.token_hex(16)
-    job = {"program": program, "inputs": inputs, "case_timeout_s": float(case_timeout_s), "max_output_bytes": int(max_case_output_bytes)}
+    job = {
+        "program": program,
+        "inputs": inputs,
+        "case_timeout_s": float(case_timeout_s),
+        "max_output_bytes": int(max_case_output_bytes),
+        "verdict_by_s": verdict_by_s(lim.timeout_s),
+    }
     res = sb.execute("io", job, {"nonce": nonce}, limits=lim)
     v, why = _verdict(res, nonce, "io")
     if v is None:

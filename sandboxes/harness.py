@@ -22,18 +22,24 @@ How a verdict stays out of the untrusted code's reach (calls mode)
    fd. The solution process closes the channel and secret fds before running any untrusted code,
    so it holds neither the tests, nor the nonce, nor a way to write to the host's channel. (No
    /proc is mounted and ptrace/process_vm_* are refused by seccomp, so it cannot borrow them.)
-2. The tests run in the driver. The functions/classes under test are `RemoteRef`s: calling one
-   sends the arguments to the solution process over a pipe and decodes the reply with a strict
-   decoder that only ever builds plain builtin values (int, str, list, dict, ...) or new
-   RemoteRefs. An object whose `__eq__` always returns True therefore never reaches a
-   comparison: it arrives as a RemoteRef, and RemoteRefs compare equal only to themselves and
-   refuse truth testing.
+2. The tests run in the driver. Every name the program defines that is not plain data (its
+   functions and classes, and library objects it binds, such as `entry = pdb.run`) is a
+   `RemoteRef`: calling one sends the arguments to the solution process over a pipe and decodes
+   the reply with a strict decoder that only ever builds plain builtin values (int, str, list,
+   dict, ...) or new RemoteRefs. So no object the program chose ever runs in this process, and
+   an object whose `__eq__` always returns True never reaches a comparison: it arrives as a
+   RemoteRef, and RemoteRefs compare equal only to themselves and refuse truth testing.
 3. `sys.exit(0)` / `os._exit(0)` in the solution only ends the solution process: the call
    raises in the driver and the test fails. A printed "passed" line goes to stdout, which the
    host never reads for the verdict. The verdict is whatever the driver writes on the channel,
    tagged with the nonce.
-4. The driver is the namespace's pid 1 (bwrap --as-pid-1): signals sent from inside the
-   namespace (`os.kill(os.getppid(), 9)`, `kill(-1, 9)`, SIGSTOP) do not reach it.
+4. The driver is the namespace's pid 1 (bwrap --as-pid-1) with no signal handler installed
+   (Python's SIGINT handler is reset): signals sent from inside the namespace
+   (`os.kill(os.getppid(), 9)`, `kill(-1, 9)`, SIGSTOP, SIGINT) do not reach it.
+5. The driver works in this file's read-only folder with HOME there, and imports only from the
+   read-only standard library: a file the program writes (`.pdbrc`, `__main__.py`, a module
+   named like a standard one) is never read by the driver. The program's processes get the
+   writable folder and HOME the sandbox set up.
 A solution that needs longer than the per-test limit is killed (its process group) and a fresh
 solution process is started for the next test with fork+exec, so it never inherits the tests.
 As pid 1 this process also reaps orphans (see _reap_orphans); in exec mode it forks the program
@@ -442,6 +448,43 @@ class Decoder:
 
 
 # --------------------------------------------------------------------------------------------
+# Where the grader and the program live
+
+# The program's working folder and HOME as the sandbox set them up (writable: /tmp). The grader
+# works in this file's own folder, which the program cannot write, with HOME pointing there
+# too: nothing the grader's process could read relative to its folder or HOME (.pdbrc,
+# __main__.py, ...) can be the program's.
+PROGRAM_DIR = "/"
+PROGRAM_HOME = None
+
+
+def _enter_grader() -> None:
+    global PROGRAM_DIR, PROGRAM_HOME
+    PROGRAM_DIR, PROGRAM_HOME = os.getcwd(), os.environ.get("HOME")
+    grader_dir = os.path.dirname(os.path.abspath(__file__))
+    os.chdir(grader_dir)
+    os.environ["HOME"] = grader_dir
+    # From inside its pid namespace, pid 1 receives only the signals it has a handler for, and
+    # Python installs one for SIGINT (KeyboardInterrupt): a program's os.kill(1, SIGINT) would
+    # end the grader. With the default disposition the kernel drops it.
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+
+
+def _become_program(cwd, home) -> None:
+    """In a child of the grader, before any untrusted code: the program's folder, HOME and the
+    SIGINT behaviour of a normal Python process."""
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass
+    if home is None:
+        os.environ.pop("HOME", None)
+    else:
+        os.environ["HOME"] = home
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+
+
+# --------------------------------------------------------------------------------------------
 # exec mode
 
 
@@ -531,6 +574,7 @@ def mode_exec(job: dict, chan: int, secret: int) -> None:
     main = os.fork()
     if main == 0:
         try:
+            _become_program(PROGRAM_DIR, PROGRAM_HOME)
             argv = job.get("argv")
             if argv:
                 try:
@@ -555,30 +599,20 @@ def mode_exec(job: dict, chan: int, secret: int) -> None:
 
 
 def _describe(ns: dict, enc: Encoder) -> dict:
-    """What the program defined, as the driver will bind it."""
+    """What the program defined: plain data by value, everything else (functions, classes,
+    modules, and library objects such as `pdb.run`) by reference, so that calling it runs it
+    here, in the program's process, never in the grader's."""
     out = {}
     for name, v in list(ns.items()):
         if name.startswith("__") and name.endswith("__"):
             continue
-        if isinstance(v, ModuleType):
-            out[name] = {"kind": "module", "module": getattr(v, "__name__", "?"), "value": enc.to_ref(v)}
+        if isinstance(v, ModuleType) or callable(v):
+            out[name] = enc.to_ref(v)
             continue
-        if isinstance(v, (FunctionType, BuiltinFunctionType, type)):
-            mod, qual = getattr(v, "__module__", None), getattr(v, "__qualname__", None)
-            if isinstance(mod, str) and isinstance(qual, str) and mod != "__main__" and mod in sys.modules:
-                obj = sys.modules[mod]
-                try:
-                    for part in qual.split("."):
-                        obj = getattr(obj, part)
-                except AttributeError:
-                    obj = None
-                if obj is v:  # really the library's object, not a look-alike the program made
-                    out[name] = {"kind": "imported", "module": mod, "qualname": qual, "value": enc.to_ref(v)}
-                    continue
         try:
-            out[name] = {"kind": "value", "value": enc.enc(v)}
+            out[name] = enc.enc(v)
         except Exception:  # unencodable inside a container: hand it over by reference
-            out[name] = {"kind": "value", "value": enc.to_ref(v)}
+            out[name] = enc.to_ref(v)
     return out
 
 
@@ -666,11 +700,37 @@ def mode_child(job_fd: int) -> None:
     """A solution process started by fork+exec (a restart): fresh memory, program from the pipe."""
     job = loads(_read_all(job_fd))
     os.close(job_fd)
+    _become_program(job["cwd"], job["home"])
     solution_main(job["program"], job["req_fd"], job["rep_fd"], job["max_bytes"])
 
 
 # --------------------------------------------------------------------------------------------
 # calls mode: the driver
+
+STARTED = time.monotonic()  # reset by main(): the verdict deadline counts from here
+OUT_OF_TIME = "not run: the execution's time budget was used up"
+
+
+class _VerdictDeadline:
+    """When the verdict must go out (job["verdict_by_s"] after start, shortly before the host's
+    wall-clock kill): every wait on the program is capped by it, and tests not started by then
+    fail, so a slow program still gets a verdict (0 for the tests it ran out of time on) rather
+    than none."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def __call__(self, deadline: float) -> float:
+        return deadline if self.at is None else min(deadline, self.at)
+
+    def expired(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
+def _verdict_deadline(job: dict) -> _VerdictDeadline:
+    by = job.get("verdict_by_s")
+    return _VerdictDeadline(None if by is None else STARTED + float(by))
+
 
 
 class RemoteError(Exception):
@@ -767,7 +827,10 @@ class SolutionConn:
                 raise ChildGone("malformed error reply")
             name, message = str(err.get("type", "?")), str(err.get("message", ""))
             cls = getattr(builtins, name, None)
-            if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == "builtins":
+            # Exceptions with a meaning to the iteration protocol are not re-raised as themselves:
+            # a StopIteration from the program inside map()/zip() in a test would end that
+            # iteration early (`all(map(candidate, cases))` would hold on no cases at all).
+            if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, (StopIteration, StopAsyncIteration)) and cls.__module__ == "builtins":
                 try:
                     raise cls(message)
                 except TypeError:
@@ -825,6 +888,7 @@ def _spawn_solution(program: str, max_bytes: int, close_fds, fresh: bool) -> Sol
                 os.set_inheritable(req_r, True)
                 os.set_inheritable(rep_w, True)
                 os.execv(sys.executable, [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), "child", str(job_r), "-1", "-1"])
+            _become_program(PROGRAM_DIR, PROGRAM_HOME)
             solution_main(program, req_r, rep_w, max_bytes)
         finally:
             os._exit(70)
@@ -838,7 +902,7 @@ def _spawn_solution(program: str, max_bytes: int, close_fds, fresh: bool) -> Sol
     if fresh:
         os.close(job_r)
         try:
-            _write_all(job_w, dumps({"program": program, "req_fd": req_r, "rep_fd": rep_w, "max_bytes": max_bytes}).encode())
+            _write_all(job_w, dumps({"program": program, "req_fd": req_r, "rep_fd": rep_w, "max_bytes": max_bytes, "cwd": PROGRAM_DIR, "home": PROGRAM_HOME}).encode())
         except OSError:
             pass
         os.close(job_w)
@@ -865,12 +929,12 @@ def _is_stdlib_module(name: str) -> bool:
 class _Recorder:
     """Per-assert results of one test unit when asserts are split (fraction mode)."""
 
-    def __init__(self, n: int, conn, timeout: float):
+    def __init__(self, n: int, conn, timeout: float, cap):
         self.results = [None] * n  # None: not reached, True: every evaluation held, False: one failed
-        self.conn, self.timeout = conn, timeout
+        self.conn, self.timeout, self.cap = conn, timeout, cap
 
     def __call__(self, i, thunk):
-        self.conn.deadline = time.monotonic() + self.timeout  # each assert: its own time limit
+        self.conn.deadline = self.cap(time.monotonic() + self.timeout)  # each assert: its own time limit
         try:
             ok = bool(thunk())
         except Exception:
@@ -958,21 +1022,17 @@ def _dotted_names(source: str) -> set:
     return _identifiers_followed_by(source, ".")
 
 
-def _bind(name: str, info: dict, c: SolutionConn, module_uses: set):
-    """The driver-side object for a name the program defined."""
-    kind = info.get("kind")
+def _bind(name: str, wire, c: SolutionConn, module_uses: set):
+    """The grader-side object for a name the program defined.
+
+    Everything the program's process sends is decoded strictly: plain data becomes fresh
+    builtin values, anything else a RemoteRef whose calls run in the program's process. The one
+    exception is chosen by the tests, not the program: a name the tests use as `name.attr`
+    that is a standard-library module is that module, imported here (`math.isclose` means the
+    real math module whatever the program bound to `math`)."""
     if name in module_uses and _is_stdlib_module(name):
         return _import(name)
-    if kind == "module" and type(info.get("module")) is str and _is_stdlib_module(info["module"]):
-        return _import(info["module"])
-    if kind == "imported" and type(info.get("module")) is str and _is_stdlib_module(info["module"]):
-        # The library's own function (e.g. `from math import isclose`), imported here: the
-        # program's process is not asked to run it.
-        obj = _import(info["module"])
-        for part in str(info.get("qualname", "")).split("."):
-            obj = getattr(obj, part)
-        return obj
-    value = c.dec.dec(info.get("value"))
+    value = c.dec.dec(wire)
     if type(value) is RemoteRef:
         object.__setattr__(value, "_qrl_type", name)
     return value
@@ -1006,6 +1066,7 @@ def mode_calls(job: dict, chan: int, secret: int) -> None:
     unit_timeout = float(job["unit_timeout_s"])
     load_timeout = float(job.get("load_timeout_s", unit_timeout))
     expose = job.get("expose")  # list of names, or None for every name the program defines
+    cap = _verdict_deadline(job)
     # Modules both processes will import are imported once, before the fork (typing alone
     # costs ~10 ms). Only well-known side-effect-free stdlib modules named by the program.
     _preimport(program)
@@ -1038,7 +1099,7 @@ def mode_calls(job: dict, chan: int, secret: int) -> None:
         """Wait for the program to load, bind what it defines, run the trusted test setup."""
         nonlocal load_error
         try:
-            ready = _recv_frame(c.rep_fd, time.monotonic() + load_timeout, max_bytes)
+            ready = _recv_frame(c.rep_fd, cap(time.monotonic() + load_timeout), max_bytes)
         except ChildGone as e:
             c.kill()
             load_error = f"the program did not load: {e}"
@@ -1054,8 +1115,9 @@ def mode_calls(job: dict, chan: int, secret: int) -> None:
         # program name: otherwise it is a builtin the tests use to check (`set(f(x)) == ...`),
         # and the program must not be able to replace it.
         own_called = {n for n in called if n in names and n not in _BUILTIN_NAMES}
-        for name, info in names.items():
-            if type(name) is not str or type(info) is not dict:
+        for name, wire in names.items():
+            # Names come from the program's process: only identifiers, never dunders.
+            if type(name) is not str or not name.isidentifier() or name.startswith("__"):
                 continue
             if expose is not None and name not in expose:
                 continue
@@ -1064,7 +1126,7 @@ def mode_calls(job: dict, chan: int, secret: int) -> None:
             if expose is None and name in _BUILTIN_NAMES and (own_called or name not in called):
                 continue
             try:
-                ns[name] = _bind(name, info, c, module_uses)
+                ns[name] = _bind(name, wire, c, module_uses)
             except (WireError, ImportError, AttributeError, TypeError, ValueError, RecursionError):
                 continue
         try:
@@ -1085,6 +1147,10 @@ def mode_calls(job: dict, chan: int, secret: int) -> None:
     results = []
     split = bool(job.get("split_asserts"))
     for i, unit in enumerate(units):
+        if cap.expired():
+            # The verdict is due: what has not run fails, and the verdict still goes out.
+            results.append({"ok": False, "error": OUT_OF_TIME, "asserts": None, "completed": False, "seconds": 0.0})
+            continue
         if loaded and not conn.alive:
             # The last test killed it (timeout, crash): a fresh process that never saw the tests.
             conn.kill()
@@ -1102,11 +1168,11 @@ def mode_calls(job: dict, chan: int, secret: int) -> None:
         try:
             if split:
                 code, n = _split_asserts(unit)
-                rec = _Recorder(n, conn, unit_timeout)
+                rec = _Recorder(n, conn, unit_timeout, cap)
                 ns["__qrl_record__"] = rec
             else:
                 code, rec = compile(unit, "<test>", "exec"), None
-            conn.deadline = t0 + unit_timeout
+            conn.deadline = cap(t0 + unit_timeout)
             exec(code, ns)
             res["completed"] = True
             res["ok"] = rec is None or all(r is not False for r in rec.results)
@@ -1156,6 +1222,7 @@ def _run_case(program: str, stdin_data: bytes, timeout: float, max_out: int, clo
                 except OSError:
                     pass
             os.setpgid(0, 0)
+            _become_program(PROGRAM_DIR, PROGRAM_HOME)
             os.close(out_r)
             os.dup2(inp, 0)
             os.dup2(out_w, 1)
@@ -1239,9 +1306,15 @@ def _run_case(program: str, stdin_data: bytes, timeout: float, max_out: int, clo
 def mode_io(job: dict, chan: int, secret: int) -> None:
     _emit(chan, {"event": "started"})
     cases = []
+    cap = _verdict_deadline(job)
     # Every case runs before the secret fd is read: no case process can inherit the nonce.
     for inp in job["inputs"]:
-        cases.append(_run_case(job["program"], inp.encode(), float(job["case_timeout_s"]), int(job["max_output_bytes"]), (chan, secret)))
+        now = time.monotonic()
+        timeout = cap(now + float(job["case_timeout_s"])) - now
+        if timeout <= 0:
+            cases.append({"status": "timeout", "exit_code": None, "signal": None, "stdout": "", "seconds": 0.0, "error": OUT_OF_TIME})
+            continue
+        cases.append(_run_case(job["program"], inp.encode(), timeout, int(job["max_output_bytes"]), (chan, secret)))
         _reap_orphans()
     nonce = loads(_read_all(secret))["nonce"]
     os.close(secret)
@@ -1251,11 +1324,14 @@ def mode_io(job: dict, chan: int, secret: int) -> None:
 
 
 def main(argv) -> None:
+    global STARTED
+    STARTED = time.monotonic()
     mode = argv[1]
     job_fd, chan, secret = int(argv[2]), int(argv[3]), int(argv[4])
     if mode == "child":
         mode_child(job_fd)
         return
+    _enter_grader()
     job = loads(_read_all(job_fd))
     os.close(job_fd)
     {"exec": mode_exec, "calls": mode_calls, "io": mode_io}[mode](job, chan, secret)

@@ -5,24 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sandbox_support import PROBLEM, assert_nothing_left, completion, make_sandbox
+from sandbox_support import PROBLEM, completion
 
 from reward.code import grade_asserts, grade_humaneval, grade_io
 from sandboxes import run_calls
 
-
-@pytest.fixture(scope="module")
-def sb():
-    s = make_sandbox()
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def sandbox_still_grades_honestly(sb):
-    yield
-    assert_nothing_left(sb)
-    assert grade_humaneval(PROBLEM, PROBLEM["canonical_solution"], sandbox=sb).score == 1.0
 
 
 def he(sb, body: str, mode: str = "all"):
@@ -91,10 +78,36 @@ def test_the_grader_cannot_be_killed_from_inside(sb):
         assert (s.score, s.status) == (0.0, "graded"), body
 
 
-def test_running_past_the_total_time_gives_no_verdict(sb):
-    v = run_calls("import time\ntime.sleep(30)\ndef double(x):\n    return 2 * x\n", MBPP_TESTS, load_timeout_s=30, total_timeout_s=1.5, sandbox=sb)
+def test_running_past_the_total_time_fails_the_tests_with_a_verdict_in_time(sb):
+    v = run_calls("import time\ntime.sleep(30)\ndef double(x):\n    return 2 * x\n", MBPP_TESTS, load_timeout_s=30, total_timeout_s=3, sandbox=sb)
+    assert v.valid and [u.passed for u in v.units] == [False, False]
+    assert "did not load" in v.load_error and all("time budget" in u.error for u in v.units)
+    assert v.exec_result.wall_s < 3
+
+
+def test_a_value_that_stalls_the_grader_gives_no_verdict_and_scores_zero(sb):
+    # Integers that all hash alike: building the set the program returns takes the grader
+    # quadratic time. Nothing can interrupt that C loop, so the wall clock ends the run: no
+    # verdict, which the code reward scores 0.
+    # The program's side of the wire is the program's to rewrite: it sends the set without ever
+    # building it (which would cost it the same quadratic time).
+    program = (
+        "import gc\n"
+        "class Colliding:\n    pass\n"
+        "def double(x):\n    return Colliding()\n"
+        "for o in gc.get_objects():\n"
+        "    if isinstance(o, type) and o.__name__ == 'Encoder' and hasattr(o, 'enc'):\n"
+        "        def enc(self, x, depth=0, _orig=o.enc):\n"
+        "            if type(x) is Colliding:\n"
+        "                return {'$set': [k * (2**61 - 1) for k in range(1, 40000)]}\n"
+        "            return _orig(self, x, depth)\n"
+        "        o.enc = enc\n"
+    )
+    v = run_calls(program, MBPP_TESTS, total_timeout_s=2, sandbox=sb)
     assert not v.valid and v.units == [] and "no verdict" in v.error
     assert v.exec_result.status == "timeout"
+    s = grade_asserts(program, MBPP_TESTS, sandbox=sb, timeout_s=1)
+    assert (s.score, s.status) == (0.0, "no-verdict")
 
 
 def test_the_hidden_tests_cannot_be_read_by_the_program(sb):

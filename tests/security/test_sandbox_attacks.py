@@ -12,24 +12,11 @@ import time
 import uuid
 
 import pytest
-from sandbox_support import LIMITS, PROBLEM, assert_nothing_left, completion, make_sandbox
+from sandbox_support import LIMITS, PROBLEM, assert_nothing_left, completion
 
 from reward.code import grade_humaneval
 from sandboxes import Status
 
-
-@pytest.fixture(scope="module")
-def sb():
-    s = make_sandbox()
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def host_is_unchanged_and_sandbox_still_works(sb):
-    yield
-    assert_nothing_left(sb)
-    assert grade_humaneval(PROBLEM, PROBLEM["canonical_solution"], sandbox=sb).score == 1.0
 
 
 def reward(sb, attack: str) -> float:
