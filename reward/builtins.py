@@ -81,8 +81,12 @@ def build_custom(p: CustomParams) -> RewardFunction:
 
 class MathRewardFunction:
     """reward.math's MathVerifierPool: fast exact/numeric paths in this process, sympy in
-    worker processes killed at the per-sample deadline. A timeout or verifier error is a
-    failed outcome (the policy decides), never a silent 0."""
+    worker processes killed at the per-sample deadline.
+
+    An answer that exhausts the deadline is wrong (0.0, details say "timeout"): otherwise a
+    policy could turn any answer into a failed sample, and under `drop_group` remove its whole
+    group's signal, just by making it slow to check. A verifier error (a bad gold answer) is a
+    failed outcome for the pool's policy, never a silent 0."""
 
     def __init__(self, p: MathParams):
         from reward.math import MathVerifierPool
@@ -109,9 +113,9 @@ class MathRewardFunction:
         scores = self.pool.score_batch([samples[i].response for i in idx], golds)
         for i, sc in zip(idx, scores):
             details = {"extracted": sc.extracted, "source": sc.source, "path": sc.path, "status": sc.status.value}
-            if sc.status is MathStatus.TIMEOUT:
-                out[i] = FunctionOutcome(None, "timeout", f"math verification: {sc.detail}", details)
-            elif sc.status is MathStatus.ERROR:
+            if sc.detail:
+                details["detail"] = sc.detail
+            if sc.status is MathStatus.ERROR:
                 out[i] = FunctionOutcome(None, "error", f"math verification: {sc.detail}", details)
             else:
                 out[i] = FunctionOutcome(1.0 if sc.correct else 0.0, "ok", None, details)
@@ -131,14 +135,33 @@ def build_math(p: MathParams) -> RewardFunction:
 # code
 
 
+def _code_tests(s: RewardSample) -> Any:
+    tests = s.answer
+    if isinstance(tests, str) and tests.lstrip()[:1] in ("[", "{"):
+        tests = json.loads(tests)  # datasets often store the tests as a JSON string
+    return tests
+
+
+def code_sample_seconds(p: CodeParams, s: RewardSample, timeout_s: float) -> float:
+    """A code sample's deadline: never shorter than the sandbox's own limit for its tests, so a
+    slow program is graded (0 on the tests it ran out of time on) and never becomes a reward
+    timeout that drops its group. The configured deadline can only lengthen it."""
+    from reward.code import max_grading_seconds
+
+    try:
+        return max(timeout_s, max_grading_seconds(_code_tests(s), mode=p.mode, timeout_s=p.per_test_timeout_s))
+    except (ValueError, TypeError):  # malformed tests: reported as an error straight away
+        return timeout_s
+
+
 class CodeRewardFunction:
     """reward.code's score_code in the sandbox (sandboxes/), `concurrency` samples at a time.
 
-    The sandbox enforces the time limits of each test run itself (it kills the process tree),
-    so a sample's thread always comes back; the per-sample deadline here only decides when
-    the sample is reported as a timeout. A failing program scores 0 (a verdict); a sandbox
-    that could not run it, or tests that are malformed, are errors (no verdict, the policy
-    decides).
+    The sandbox enforces the time limits of each test run itself (it kills the process tree)
+    and the grader sends its verdict before the sandbox's wall clock runs out, so every sample
+    comes back graded: a slow or failing program scores 0 for the tests it failed. Each
+    sample's deadline is derived from that sandbox budget (code_sample_seconds). Only a sandbox
+    that could not run the program, or malformed tests, are errors (the policy decides).
     """
 
     def __init__(self, p: CodeParams):
@@ -148,29 +171,29 @@ class CodeRewardFunction:
         # Created now: a host without the required isolation layers fails at start-up
         # (IsolationUnavailable names them), not at the first code sample.
         self.sandbox = Sandbox(p.sandbox.to_sandbox_config())
-        self._runner = ThreadedRewardFunction(self._score_one, "code", p.concurrency)
+        # No more threads than sandbox slots: a sample waiting for a slot would eat into its
+        # deadline, which only covers the sandbox's own limit.
+        self._runner = ThreadedRewardFunction(self._score_one, "code", min(p.concurrency, self.sandbox.slots))
 
     def _score_one(self, s: RewardSample) -> Any:
         from reward.code import score_code
 
-        tests = s.answer
-        if isinstance(tests, str) and tests.lstrip()[:1] in ("[", "{"):
-            tests = json.loads(tests)  # datasets often store the tests as a JSON string
-        sc = score_code(s.response, tests, mode=self.p.mode, timeout_s=self.p.per_test_timeout_s, sandbox=self.sandbox)
+        sc = score_code(s.response, _code_tests(s), mode=self.p.mode, timeout_s=self.p.per_test_timeout_s, sandbox=self.sandbox)
         details = {"status": sc.status, "passed": sc.passed, "total": sc.total, "kind": sc.kind, "exec_status": sc.exec_status}
         if sc.failed_to_grade:
             raise RuntimeError(f"sandbox could not grade the program: {sc.error or sc.exec_status}")
         return RewardOutput(sc.score, details)
 
     def score_batch(self, samples: list[RewardSample], timeout_s: float) -> list[FunctionOutcome]:
-        return self._runner.score_batch(samples, timeout_s)
+        seconds = [code_sample_seconds(self.p, s, timeout_s) for s in samples]
+        return self._runner.score_batch(samples, timeout_s, seconds)
 
     def close(self) -> None:
         self._runner.close()
         self.sandbox.close()
 
 
-@register_reward_factory("code", params=CodeParams)
+@register_reward_factory("code", params=CodeParams, max_sample_seconds=code_sample_seconds)
 def build_code(p: CodeParams) -> RewardFunction:
     """Fraction (or all-or-nothing) of the sample's tests the response's code passes in the sandbox."""
     return CodeRewardFunction(p)

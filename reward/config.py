@@ -111,8 +111,10 @@ class CodeParams(_Section):
     (test_list, test_setup_code), an APPS dict (inputs, outputs, fn_name), a list of
     stdin/stdout cases `{"input", "output"}`, a list of assert lines, or any of these as a
     JSON string. The reward is the fraction of tests passed (`mode: fraction`) or 1/0
-    (`mode: all`). Set the function's `timeout_s` above what the tests need (HumanEval in
-    fraction mode: about per_test_timeout_s x (asserts + 2) + 10 s at worst).
+    (`mode: all`). A program that exceeds a test's limit fails that test. Each sample's
+    deadline is the sandbox's own budget for its tests (reward.code.max_grading_seconds: every
+    test at its limit, plus start-up and clean-up), so a slow program is graded 0, never a
+    reward timeout; the function's `timeout_s` can only lengthen it.
     """
 
     mode: Literal["fraction", "all"] = "fraction"

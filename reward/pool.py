@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from reward.config import RewardConfig
-from reward.registry import RewardResult, RewardSample
+from reward.registry import RewardResult, RewardSample, get_reward
 from reward.scorer import (
     RewardFailureError,
     RewardScorer,
@@ -76,6 +76,7 @@ class RewardPool:
         # Start-up check in this process first: a bad plugin path, import or signature fails
         # here with its own message, instead of as an actor-creation error.
         check_plugins(cfg)
+        self._deadline_terms = [(get_reward(f.type), f.params_model(), cfg.timeout_for(f)) for f in cfg.functions]
         self._actor_cls = ray.remote(RewardWorker)
         self._generation = [0] * cfg.pool.num_workers
         self.workers = [self._start(i) for i in range(cfg.pool.num_workers)]
@@ -134,9 +135,14 @@ class RewardPool:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def _chunk_deadline(self, n: int) -> float:
-        per_sample = sum(self.cfg.timeout_for(f) for f in self.cfg.functions)
-        return per_sample * n + self.cfg.pool.worker_grace_s
+    def _chunk_deadline(self, chunk: list[RewardSample]) -> float:
+        """Backstop for one chunk: every function's longest time on each of its samples (a
+        function that knows its samples' own limits, as the code reward does, says so), plus
+        worker_grace_s."""
+        total = 0.0
+        for spec, params, timeout_s in self._deadline_terms:
+            total += sum(spec.sample_seconds(params, s, timeout_s) for s in chunk)
+        return total + self.cfg.pool.worker_grace_s
 
     def score(self, samples: list[RewardSample]) -> list[RewardResult]:
         """Score a batch; results in sample order, the failure policy applied, stats recorded.
@@ -159,8 +165,9 @@ class RewardPool:
                 for w in range(len(self.workers)):
                     if queue and w not in busy:
                         idx = queue.pop()
-                        ref = self.workers[w].score.remote([samples[j] for j in idx])
-                        running[ref] = (w, idx, time.monotonic() + self._chunk_deadline(len(idx)))
+                        chunk = [samples[j] for j in idx]
+                        ref = self.workers[w].score.remote(chunk)
+                        running[ref] = (w, idx, time.monotonic() + self._chunk_deadline(chunk))
                         busy.add(w)
                 next_deadline = min(d for _, _, d in running.values())
                 done, _ = ray.wait(list(running), num_returns=1, timeout=max(0.0, next_deadline - time.monotonic()))
@@ -182,7 +189,8 @@ class RewardPool:
                     if now >= deadline:
                         running.pop(ref)
                         busy.discard(w)
-                        self._fail_chunk(results, idx, "timeout", f"reward worker did not answer within {self._chunk_deadline(len(idx)):.0f} s; it was killed and replaced")
+                        waited = self._chunk_deadline([samples[j] for j in idx])
+                        self._fail_chunk(results, idx, "timeout", f"reward worker did not answer within {waited:.0f} s; it was killed and replaced")
                         self._replace(w, f"no answer for {len(idx)} samples within the backstop deadline")
         final: list[RewardResult] = results  # type: ignore[assignment]
         final = apply_failure_policy(samples, final, self.cfg.pool.on_failure, self.cfg, raise_on_fail=False)

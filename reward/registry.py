@@ -229,20 +229,25 @@ class ThreadedRewardFunction:
         except Exception as e:  # a reward that raises is data for the caller, not a crash
             return FunctionOutcome.failed("error", describe_exception(e))
 
-    def score_batch(self, samples: list[RewardSample], timeout_s: float) -> list[FunctionOutcome]:
+    def score_batch(self, samples: list[RewardSample], timeout_s: float, seconds: list[float] | None = None) -> list[FunctionOutcome]:
+        """`seconds`: each sample's own deadline where they differ (default: timeout_s each)."""
         pool = self._pool()
         futures = [pool.submit(self._call, s) for s in samples]
+        limits = seconds if seconds is not None else [timeout_s] * len(samples)
         out: list[FunctionOutcome] = []
-        # Each sample's deadline counts from when a thread could have started it: with c
-        # threads, sample i waits for (i // c) earlier rounds at most.
+        # Each sample's deadline counts from when a thread could have started it. The threads
+        # take samples in order, so sample i starts once the c threads have got through the
+        # samples before it: after at most (sum of their deadlines) / c.
         start = time.monotonic()
-        for i, fut in enumerate(futures):
-            deadline = start + timeout_s * (i // self.concurrency + 1)
+        before = 0.0
+        for fut, limit in zip(futures, limits):
+            deadline = start + before / self.concurrency + limit
+            before += limit
             try:
                 out.append(fut.result(timeout=max(0.0, deadline - time.monotonic())))
             except FutureTimeout:
                 fut.cancel()
-                out.append(FunctionOutcome.failed("timeout", f"reward {self.name!r} did not finish within {timeout_s:g} s"))
+                out.append(FunctionOutcome.failed("timeout", f"reward {self.name!r} did not finish within {limit:g} s"))
         return out
 
     def close(self) -> None:
@@ -294,6 +299,16 @@ class RewardSpec:
     description: str = ""
     # Where the reward was defined (shown by `qwen25-rl reward list`).
     origin: str = ""
+    # The longest the reward may take on one sample, from its params, the sample and the
+    # configured per-sample deadline (None: that deadline). Rewards whose own time limits
+    # depend on the sample (the code reward's sandbox budget grows with the tests) say so
+    # here, and the pool's backstop waits that long.
+    max_sample_seconds: Callable[[BaseModel, RewardSample, float], float] | None = None
+
+    def sample_seconds(self, params: BaseModel, sample: RewardSample, timeout_s: float) -> float:
+        if self.max_sample_seconds is None:
+            return timeout_s
+        return self.max_sample_seconds(params, sample, timeout_s)
 
 
 REWARDS: dict[str, RewardSpec] = {}
@@ -374,13 +389,22 @@ def register_reward(
     return deco
 
 
-def register_reward_factory(name: str, *, params: type[BaseModel], description: str | None = None):
-    """Register `build(params) -> RewardFunction` for a reward with its own batch/deadline machinery."""
+def register_reward_factory(
+    name: str,
+    *,
+    params: type[BaseModel],
+    description: str | None = None,
+    max_sample_seconds: Callable[[BaseModel, RewardSample, float], float] | None = None,
+):
+    """Register `build(params) -> RewardFunction` for a reward with its own batch/deadline machinery.
+
+    max_sample_seconds(params, sample, timeout_s): see RewardSpec."""
 
     def deco(build: Callable[[BaseModel], RewardFunction]) -> Callable:
         origin = f"{build.__module__}.{build.__qualname__}"
         _check_new_name(name, origin)
-        REWARDS[name] = RewardSpec(name, params, build, (description or (build.__doc__ or "")).strip().split("\n")[0], origin)
+        doc = (description or (build.__doc__ or "")).strip().split("\n")[0]
+        REWARDS[name] = RewardSpec(name, params, build, doc, origin, max_sample_seconds)
         return build
 
     return deco

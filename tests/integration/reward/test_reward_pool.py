@@ -218,3 +218,20 @@ def test_pool_grades_code_in_the_sandbox(local_ray, eval_data_dir):
     with RewardPool(cfg, name_prefix="test/code") as pool:
         results = pool.score(samples)
     assert [r.reward for r in results] == [1.0, 0.0] * len(problems)
+
+
+def test_the_backstop_waits_for_the_sandbox_budget_of_a_slow_program(local_ray):
+    """A program whose every test takes just under its limit outlasts the configured deadline
+    (2 s) and the grace (0.5 s); the pool must still wait for its verdict (0, graded) and
+    keep its group, instead of killing the worker and dropping the group."""
+    tests = ["assert double(1) == 2", "assert double(2) == 4", "assert double(3) == 6"]
+    slow = "```python\nimport time\ndef double(x):\n    time.sleep(0.8)\n    return 0\n```"
+    right = "```python\ndef double(x):\n    return 2 * x\n```"
+    cfg = RewardConfig.model_validate({
+        "functions": [{"type": "code", "timeout_s": 2.0, "params": {"per_test_timeout_s": 1.0}}],
+        "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "chunk_size": 1, "worker_grace_s": 0.5, "on_failure": "drop_group"},
+    })  # fmt: skip
+    with RewardPool(cfg, name_prefix="test/slow-code") as pool:
+        results = pool.score([RewardSample(right, answer=tests, group_id=0), RewardSample(slow, answer=tests, group_id=0)])
+        assert pool.restarts == 0
+    assert [(r.reward, r.status, r.dropped) for r in results] == [(1.0, "ok", False), (0.0, "ok", False)]

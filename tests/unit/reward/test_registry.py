@@ -297,7 +297,7 @@ def test_sample_from_dict_rejects_unknown_keys():
 # math through the registry (reward.math does the verifying)
 
 
-def test_math_reward_scores_verdicts_and_reports_timeouts_as_such():
+def test_math_reward_scores_verdicts_and_counts_an_answer_that_exhausts_the_deadline_as_wrong():
     cfg = cfg_of({"type": "math", "timeout_s": 1.0})
     samples = [
         RewardSample(r"so \boxed{\frac{1}{2}}", answer="0.5"),
@@ -310,11 +310,14 @@ def test_math_reward_scores_verdicts_and_reports_timeouts_as_such():
         # machine), so the timing below is about the deadline, not the start-up.
         scorer.score([RewardSample(r"\boxed{\sqrt{8}}", answer=r"2\sqrt{2}")])
         t = time.perf_counter()
-        out = scorer.score(samples, on_failure="zero")
+        out = scorer.score(samples, on_failure="drop_group")
         assert time.perf_counter() - t < 8  # a 1 s deadline, not the hours sympy would take
-    assert [r.breakdown["math"] for r in out] == [1.0, 0.0, None, None]
-    assert [r.status for r in out] == ["ok", "ok", "timeout", "error"]
+    # A slow answer is wrong, not a failed sample: its group keeps its reward signal.
+    assert [r.breakdown["math"] for r in out] == [1.0, 0.0, 0.0, None]
+    assert [r.status for r in out] == ["ok", "ok", "ok", "error"]
+    assert [r.dropped for r in out] == [False, False, False, True]
     assert out[0].details["math"]["source"] == "boxed"
+    assert out[2].details["math"]["status"] == "timeout" and "exceeded" in out[2].details["math"]["detail"]
     assert "gold answer" in out[3].error
 
 
@@ -357,3 +360,34 @@ def test_code_reward_with_malformed_tests_is_an_error_not_zero():
     with RewardScorer(cfg) as scorer:
         r = scorer.score([RewardSample("print(1)", answer={"no": "tests"})], on_failure="drop_group")[0]
     assert r.status == "error" and "tests must be" in r.error and r.dropped
+
+
+def test_a_slow_wrong_program_scores_zero_graded_and_its_group_is_kept():
+    """Each call takes just under the per-test limit: the sandbox's budget for three tests is
+    longer than the configured per-sample deadline (2 s), which must not cut it short."""
+    cfg = cfg_of({"type": "code", "timeout_s": 2.0, "params": {"per_test_timeout_s": 1.0}}, on_failure="drop_group")
+    tests = ["assert double(1) == 2", "assert double(2) == 4", "assert double(3) == 6"]
+    slow = "```python\nimport time\ndef double(x):\n    time.sleep(0.8)\n    return 0\n```"
+    hangs = "```python\ndef double(x):\n    while True:\n        pass\n```"
+    right = "```python\ndef double(x):\n    return 2 * x\n```"
+    samples = [RewardSample(r, answer=tests, group_id=0) for r in (right, slow, hangs)]
+    with RewardScorer(cfg) as scorer:
+        t = time.perf_counter()
+        out = scorer.score(samples)
+        elapsed = time.perf_counter() - t
+    assert [(r.reward, r.status, r.dropped) for r in out] == [(1.0, "ok", False), (0.0, "ok", False), (0.0, "ok", False)]
+    assert [r.details["code"]["status"] for r in out] == ["graded"] * 3
+    assert elapsed > 2.0  # the slow one really ran past the configured deadline
+
+
+def test_the_code_reward_deadline_follows_the_sandbox_budget_of_each_sample():
+    from reward.builtins import code_sample_seconds
+    from reward.code import max_grading_seconds
+    from reward.config import CodeParams
+
+    p = CodeParams(per_test_timeout_s=5.0)
+    three, thirty = ["assert f(1) == 1"] * 3, ["assert f(1) == 1"] * 30
+    assert code_sample_seconds(p, RewardSample("", answer=three), 10.0) == max_grading_seconds(three, timeout_s=5.0) > 10.0
+    assert code_sample_seconds(p, RewardSample("", answer=thirty), 10.0) > code_sample_seconds(p, RewardSample("", answer=three), 10.0)
+    assert code_sample_seconds(p, RewardSample("", answer=three), 1000.0) == 1000.0  # config can lengthen it
+    assert code_sample_seconds(p, RewardSample("", answer={"no": "tests"}), 10.0) == 10.0  # an error at once
