@@ -8,14 +8,29 @@ Public entry points (kept stable; outside checks call them):
 
 For rewards: ``score_math`` (one pair, in this process) and ``MathVerifierPool`` (batches,
 worker processes, hard per-sample deadline) return a `MathScore` that says what was
-extracted, which path decided, and whether the verdict is real or a timeout/error.
+extracted, which path decided, and why.
 
 Pipeline for one (response, gold) pair:
 
-1. extract the answer (`reward.math_extract`); none -> status ``no_answer``;
-2. normalise both (`reward.math_normalize`); equal text -> ``correct`` via path ``exact``;
-3. both plain numbers -> exact rational comparison, path ``numeric`` (no sympy);
-4. otherwise math-verify on the normalised forms, path ``sympy``, under a deadline.
+1. extract the answer (`reward.math_extract`: which box, phrase or line counts, and why);
+   none -> status ``no_answer``;
+2. an answer that hedges, negates or points elsewhere ("9 or 10", "\\neg 9", "10 \\to 9") is
+   wrong, path ``refused`` (`reward.math_normalize.commitment_problem`);
+3. normalise both (`reward.math_normalize`); equal text -> ``correct`` via path ``exact``;
+4. a number gold and an answer that is a number (or a chain of numbers "x = 3 + 2 = 5"
+   whose links hold) -> exact rational comparison, path ``numeric`` (no sympy);
+5. otherwise the symbolic stage (`reward.math_sympy`), path ``sympy``, under a deadline.
+
+Who is to blame decides the status. The answer's fault is a verdict, ``wrong``: it does not
+parse, states a false equation, or exhausts the deadline (``timeout`` is reported as such but
+counts as wrong, so a policy cannot wipe out its group's reward signal by being slow to check).
+Only a verifier failure is ``error``: a gold that is empty, too long or unparsable.
+
+Conventions, each with its reason where it is applied: anchoring (which box or phrase is the
+answer, several boxes) in `reward.math_extract`; percent, degrees, units, decimal comma,
+thousands separators, mixed numbers and the one tolerance rule for decimals in
+`reward.math_normalize`; equation chains, unparsable answers and the numeric cross-check of a
+symbolic "equal" in `reward.math_sympy`.
 """
 
 from __future__ import annotations
@@ -24,18 +39,22 @@ import enum
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
 from reward.math_extract import ExtractedAnswer, find_answer, gold_answer_text
 from reward.math_normalize import (
+    GOLD_CACHE_SIZE,
     PlainNumber,
+    answer_form,
+    commitment_problem,
     comparison_key,
+    hedge_tokens,
+    is_multi_valued,
     normalize_answer,
     numbers_equal,
     parse_plain_number,
-    split_assignment,
 )
 
 # Seconds one verification may take before it is reported as a timeout. Real MATH-500 pairs
@@ -44,19 +63,16 @@ DEFAULT_TIMEOUT_S = 3.0
 # Extracted answers longer than this are compared as text only: real answers are short, and
 # math-verify's regexes and sympy get slower with length.
 MAX_ANSWER_CHARS = 1000
-# Distinct gold answers whose parsed forms are kept (here for the fast paths, in each worker
-# for sympy).
-GOLD_CACHE_SIZE = 4096
 MAX_CACHED_GOLD_CHARS = 4096
 
-DecisionPath = Literal["exact", "numeric", "sympy", "none"]
+DecisionPath = Literal["exact", "numeric", "sympy", "refused", "none"]
 
 
 class MathStatus(str, enum.Enum):
     CORRECT = "correct"
     WRONG = "wrong"
     NO_ANSWER = "no_answer"  # nothing extractable: a verdict (wrong), not an error
-    TIMEOUT = "timeout"  # no verdict within the deadline
+    TIMEOUT = "timeout"  # the answer exhausted the deadline: a verdict (wrong), reported as such
     ERROR = "error"  # the verifier failed (bad gold, worker crash): no verdict
 
 
@@ -66,8 +82,8 @@ class MathScore:
 
     status: MathStatus
     extracted: str | None = None  # the answer found in the response, as written
-    source: str | None = None  # which anchor found it: boxed, hash, answer_is, bare, last_number
-    path: DecisionPath = "none"  # which stage decided: exact, numeric, sympy
+    source: str | None = None  # which anchor found it: boxed, final, hash, answer_is, bare, last_number
+    path: DecisionPath = "none"  # which stage decided: exact, numeric, sympy, refused
     detail: str = ""  # why, for timeouts/errors and refusals
     elapsed_s: float = 0.0
 
@@ -77,8 +93,9 @@ class MathScore:
 
     @property
     def has_verdict(self) -> bool:
-        """False for timeouts and errors: the caller decides what those are worth."""
-        return self.status not in (MathStatus.TIMEOUT, MathStatus.ERROR)
+        """False only for verifier errors (the caller decides what those are worth); a timeout
+        is the answer's doing and a verdict: wrong."""
+        return self.status is not MathStatus.ERROR
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,9 @@ class _GoldForms:
     key: str  # comparison_key(normalized)
     var: str | None  # "x" of "x = 5"
     number: PlainNumber | None  # the value when it is a plain number
+    multi: bool  # several values ("1, 2", "\{1, 2\}", "1 \pm \sqrt{2}", a union)
+    relation: bool  # an equation in its own right ("x + y = 5"), not a named value
+    hedges: frozenset[str]  # hedge_tokens(text): what an answer may contain because the gold does
 
 
 def _gold_forms(gold: str) -> _GoldForms:
@@ -126,10 +146,16 @@ def _gold_forms(gold: str) -> _GoldForms:
 def _compute_gold_forms(gold: str) -> _GoldForms:
     text = gold_answer_text(gold)
     if len(text) > MAX_ANSWER_CHARS:
-        return _GoldForms(text, text, comparison_key(text), None, None)
+        return _GoldForms(text, text, comparison_key(text), None, None, False, False, frozenset())
     normalized = normalize_answer(text)
-    var, rest = split_assignment(normalized)
-    return _GoldForms(text, normalized, comparison_key(normalized), var, parse_plain_number(rest))
+    plain = parse_plain_number(normalized)
+    if plain is not None:  # most GSM8K golds: nothing more to find out
+        return _GoldForms(text, normalized, comparison_key(normalized), None, plain, False, False, hedge_tokens(text))
+    form = answer_form(normalized)
+    relation = len(form) == 1 and form[0].name is None and len(form[0].values) > 1
+    number = parse_plain_number(form[0].values[-1]) if len(form) == 1 and not relation else None
+    multi = is_multi_valued(normalized)
+    return _GoldForms(text, normalized, comparison_key(normalized), form[0].name, number, multi, relation, hedge_tokens(text))
 
 
 _cached_gold_forms = lru_cache(maxsize=GOLD_CACHE_SIZE)(_compute_gold_forms)
@@ -163,45 +189,73 @@ def fast_check(response: str, gold: str, *, fallback_last_number: bool = False) 
     found = find_answer(response, fallback_last_number=fallback_last_number)
     if found is None:
         return done(MathStatus.NO_ANSWER, None, "none", "no \\boxed{}, '####', 'answer is' or bare answer found")
+    if found.group is not None and g.multi:
+        # Several boxes answer a gold with several values together ("\boxed{1}, \boxed{2}").
+        found = replace(found, text=", ".join(found.group))
     if len(g.text) > MAX_ANSWER_CHARS:
         return done(MathStatus.ERROR, found, "none", f"gold answer longer than {MAX_ANSWER_CHARS} characters")
     if len(found.text) > MAX_ANSWER_CHARS:
         same = comparison_key(found.text) == comparison_key(g.text)
         detail = "" if same else f"answer longer than {MAX_ANSWER_CHARS} characters: compared as text only"
         return done(_verdict(same), found, "exact", detail)
+    refusal = commitment_problem(found.text, g.hedges, g.multi)
+    if refusal is not None:
+        return done(MathStatus.WRONG, found, "refused", refusal)
 
     pred_norm = normalize_answer(found.text)
     if not pred_norm:
         return done(MathStatus.NO_ANSWER, found, "none", "extracted answer is empty after normalisation")
     if comparison_key(pred_norm) == g.key:
         return done(MathStatus.CORRECT, found, "exact")
+    if g.number is None or g.relation:
+        return SymbolicCheck(pred_norm, g.normalized, found, started)
+    plain = parse_plain_number(pred_norm)
+    if plain is not None:
+        return done(_verdict(numbers_equal(g.number, plain)), found, "numeric")
 
-    pred_var, pred_rest = split_assignment(pred_norm)
-    gold_var, gold_num, gold_norm = g.var, g.number, g.normalized
-    pred_num = parse_plain_number(pred_rest) if gold_num is not None else None
-    if gold_num is not None and pred_num is not None:
-        # "x = 5" answers "5" and "5" answers "x = 5", but "y = 5" does not answer "x = 5".
-        same_var = pred_var is None or gold_var is None or pred_var == gold_var
-        return done(_verdict(same_var and numbers_equal(gold_num, pred_num)), found, "numeric")
-    return SymbolicCheck(pred_norm, gold_norm, found, started)
+    # A number gold: the answer's value, after its equation chain if it wrote one.
+    form = answer_form(pred_norm)
+    if len(form) > 1:
+        return SymbolicCheck(pred_norm, g.normalized, found, started)
+    eq = form[0]
+    numbers = [parse_plain_number(v) for v in eq.values]
+    if any(n is None for n in numbers):
+        return SymbolicCheck(pred_norm, g.normalized, found, started)
+    for k in range(1, len(numbers)):
+        if not eq.approx[k] and not numbers_equal(numbers[k - 1], numbers[k]):
+            return done(MathStatus.WRONG, found, "numeric", "the answer states a false equation")
+    # "x = 5" answers "5" and "5" answers "x = 5", but "y = 5" does not answer "x = 5".
+    same_var = eq.name is None or g.var is None or comparison_key(eq.name) == comparison_key(g.var)
+    return done(_verdict(same_var and numbers_equal(g.number, numbers[-1])), found, "numeric")
 
 
 def symbolic_verdict(pred: str, gold: str, timeout_s: float | None) -> tuple[MathStatus, str]:
-    """Step 4 on normalised answers in this process, with a soft (SIGALRM, main-thread) deadline."""
-    from reward.math_sympy import DeadlineExceeded, soft_deadline, sympy_equal
+    """Step 4 on normalised answers in this process, with a soft (SIGALRM, main-thread) deadline.
 
+    What goes wrong while the gold is parsed is a data error (ERROR: every sample of that
+    gold would fail alike). What goes wrong on the answer's side (it does not parse, the
+    comparison runs out of time, exhausts memory or recursion) makes the answer wrong: a
+    policy must not be able to turn its answer into a non-verdict by making it hard to check.
+    """
+    from reward.math_sympy import DeadlineExceeded, Unparsable, compare, parse_gold_answer, soft_deadline
+
+    phase = "gold"
     try:
         with soft_deadline(timeout_s):
-            ok = sympy_equal(pred, gold)
+            parse_gold_answer(gold)
+            phase = "answer"
+            ok, why = compare(pred, gold)
     except DeadlineExceeded:
+        if phase == "gold":
+            return MathStatus.ERROR, f"the gold answer did not parse within {timeout_s:g}s"
         return MathStatus.TIMEOUT, f"symbolic comparison exceeded {timeout_s:g}s"
-    except RecursionError:
-        return MathStatus.ERROR, "RecursionError in the symbolic comparison"
-    except MemoryError:
-        return MathStatus.ERROR, "MemoryError in the symbolic comparison"
-    except Exception as exc:  # math-verify raises on what it cannot compare; report, do not guess
-        return MathStatus.ERROR, _describe(exc)
-    return _verdict(ok), ""
+    except Unparsable as exc:  # only the gold raises it: answers that do not parse are wrong
+        return MathStatus.ERROR, f"the gold answer could not be parsed ({exc})"
+    except Exception as exc:  # RecursionError, MemoryError, a sympy failure on odd input
+        if phase == "gold":
+            return MathStatus.ERROR, f"the gold answer: {_describe(exc)}"
+        return MathStatus.WRONG, f"the comparison failed on this answer: {_describe(exc)}"
+    return _verdict(ok), why
 
 
 def symbolic_check(check: SymbolicCheck, timeout_s: float | None) -> MathScore:

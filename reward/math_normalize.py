@@ -5,7 +5,8 @@ Most GSM8K and many MATH answers are plain numbers; comparing them as exact rati
 on any input: numbers with more than MAX_DIGITS digits or exponents beyond MAX_EXPONENT are
 not treated as plain numbers (they go to the sympy stage, which runs under a deadline).
 
-Conventions this module fixes (each is labelled in tests/unit/reward/test_math_verify.py):
+Conventions this module fixes (each is labelled in tests/unit/reward/test_math_verify.py and
+test_math_integrity.py):
 
 - A trailing percent sign, a degree sign and unit words are units: "25\\%" equals "25",
   "30^\\circ" equals "30", "5 \\text{ cm}" equals "5". math-verify treats "25\\%" as 0.25
@@ -17,6 +18,13 @@ Conventions this module fixes (each is labelled in tests/unit/reward/test_math_v
 - "2\\frac{1}{2}" (a proper fraction right after an integer) and "2 1/2" are mixed numbers;
   math-verify reads "2 1/2" in a sentence as 1/2.
 - "1.5e3" is scientific notation; math-verify reads it as 1.5*e*3.
+- A comma is never a decimal point: "1,5" is the list 1, 5 and "1,500" (three digits after
+  the comma) is fifteen hundred. Reading "1,5" as 1.5 would let a list answer match a decimal
+  gold, and the data here (GSM8K, MATH) writes decimals with a point.
+- The same tolerance everywhere a number is compared (here and in the symbolic stage):
+  exactly equal (to float precision where sympy evaluated it), or a decimal of at least six
+  significant digits that is the other side's non-terminating exact value rounded or truncated
+  at its last written place.
 - Unicode minus (U+2212) and dashes, "π", "√", "∞", "°", "×", "≤", superscripts: math-verify
   fails to parse most of them.
 """
@@ -26,6 +34,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+
+# Distinct gold answers whose parsed forms are kept (in the calling process for the fast
+# paths, in each worker for sympy).
+GOLD_CACHE_SIZE = 4096
 
 # Plain-number guards: int() refuses > 4300 digits anyway, and Fraction("1e999999999") would
 # build a billion-digit integer.
@@ -48,6 +60,14 @@ _UNICODE = {
     "\u221e": "\\infty ",
     "\u00b0": "^\\circ",
     "\u2264": "\\le ",
+    "\u00ac": "\\neg ",
+    "\u2192": "\\to ",
+    "\u21d2": "\\Rightarrow ",
+    "\u27f9": "\\implies ",
+    "\u21d4": "\\iff ",
+    "\u2194": "\\leftrightarrow ",
+    "\u2228": "\\lor ",
+    "\u2248": "\\approx ",
     "\u2265": "\\ge ",
     "\u2260": "\\ne ",
     "\u222a": "\\cup ",
@@ -74,24 +94,36 @@ _FULLWIDTH_DIGITS = str.maketrans({chr(0xFF10 + i): str(i) for i in range(10)})
 _UNICODE_SQRT = re.compile(r"\u221a\s*(\d+(?:\.\d+)?|[A-Za-z]|\([^()]*\)|\{[^{}]*\})")
 
 _SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad(?![A-Za-z])|~")
-_DECORATION = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])|\\displaystyle|\\textstyle")
+_DECORATION = re.compile(r"\\(?:left|right|middle|[Bb]igg?[lrm]?)(?![A-Za-z])|\\displaystyle|\\textstyle")
 # "30^\circ", "30^{\circ}", "30\degree"; a bare "\circ" only after a number ("f \circ g" is
 # composition).
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|(?<=\d)\s*\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|\^\{\\text\{o\}\}")
 _PERCENT = re.compile(r"(?:\\?%|\\text\{\s*percent\s*\}|\bpercent)$")
 # Trailing unit text: "\text{ cm}", "\mbox{ inches}^2", "\text{ dollars}".
-_UNIT_TEXT = re.compile(r"\\(?:text|mbox|mathrm|textrm)\{\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*\{?\d\}?)?\s*$")
+_UNIT_TEXT = re.compile(r"\\(?:text|mbox|mathrm|textrm|textnormal|textbf|textit|textsf|texttt)\{\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*\{?\d\}?)?\s*$")
 # Trailing unit words after a plain number: "18 dollars", "864 square inches", "20 km/h".
 _UNIT_WORDS = re.compile(r"^(.*?\d)\s+[A-Za-z]{2,}(?:[ /][A-Za-z]+)*\.?(?:\s*\^\s*\{?\d\}?)?$")
-_ASSIGNMENT = re.compile(r"^([A-Za-z])\s*=\s*(.+)$")
+
+
+_NEWLINE_BETWEEN_DIGITS = re.compile(r"(?<=\d)[ \t]*[\r\n]\s*(?=\d)")
+
+
+def map_unicode(text: str) -> str:
+    """Unicode mathematics as LaTeX (minus signs, pi, radicals, arrows, ...), full-width digits."""
+    if text.isascii():
+        return text
+    s = text.translate(_FULLWIDTH_DIGITS)
+    s = _UNICODE_SQRT.sub(lambda m: "\\sqrt{" + m.group(1).strip("(){}") + "}", s)
+    return _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
 
 
 def normalize_answer(answer: str) -> str:
     """Canonical LaTeX-ish text of an extracted answer (still human-readable; see module doc)."""
-    s = answer.translate(_FULLWIDTH_DIGITS)
-    s = _UNICODE_SQRT.sub(lambda m: "\\sqrt{" + m.group(1).strip("(){}") + "}", s)
-    s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
-    s = s.replace("\n", " ").replace("\r", " ").replace("\t", " ")
+    s = map_unicode(answer)
+    # Two numbers on two lines are two numbers ("11\n5/6" is not the mixed number 11 5/6).
+    if "\n" in s or "\r" in s:
+        s = _NEWLINE_BETWEEN_DIGITS.sub(", ", s).replace("\n", " ").replace("\r", " ")
+    s = s.replace("\t", " ")
     # Currency and math delimiters: "\$18", "$18", "$x=5$".
     s = s.replace("\\$", "").replace("$", "")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
@@ -125,12 +157,186 @@ def comparison_key(normalized: str) -> str:
     return re.sub(r"(?<!\d)\s+|\s+(?!\d)", "", normalized)
 
 
-def split_assignment(normalized: str) -> tuple[str | None, str]:
-    """'x = 5' -> ('x', '5'); anything else -> (None, text)."""
-    m = _ASSIGNMENT.match(normalized)
-    if m and "=" not in m.group(2):
-        return m.group(1), m.group(2).strip()
-    return None, normalized
+@dataclass(frozen=True)
+class Equation:
+    """An answer written as a chain "name = v1 = v2" or "v1 = v2" ("\approx" links too).
+
+    `name` is the quantity named on the left ("x", "f(3)", "\theta_1"), or None when the left
+    side is itself a value ("3 + 2 = 5", "2x = 9"); `values` are the other sides, in order,
+    and `approx` says which link before each value was "\approx" (only "=" links are checked).
+    The answer is the last value.
+    """
+
+    name: str | None
+    values: tuple[str, ...]
+    approx: tuple[bool, ...]
+
+    @property
+    def is_chain(self) -> bool:
+        return self.name is not None or len(self.values) > 1
+
+
+# A named quantity: a letter or Greek letter (not \pi or \infty), or \text{word}, with an
+# optional subscript, primes and an argument list: x, y_1, \theta, f'(x), P(A), \text{area}.
+_ONE_NAME = (
+    r"(?:[A-Za-z]|\\(?!pi(?![A-Za-z])|infty(?![A-Za-z]))[A-Za-z]+|\\(?:text|mathrm|operatorname)\{[A-Za-z][A-Za-z ]*\})"
+    r"(?:_\{?[A-Za-z0-9]+\}?)?(?:'+|\^\{?\\prime\}?)?"
+)
+# ... or a tuple of such names: "(x, y) = (5, 8)".
+_NAME = re.compile(rf"^(?:{_ONE_NAME}(?:\([^()=]*\))?|\(\s*{_ONE_NAME}(?:\s*,\s*{_ONE_NAME})+\s*\))$")
+_APPROX = re.compile(r"\\approx(?![A-Za-z])")
+
+
+def _top_level_splits(s: str, at) -> list[int]:
+    """Indices i where at(s, i) holds outside (), [], {} and set braces \{ \}."""
+    out, depth, i, n = [], 0, 0, len(s)
+    while i < n:
+        c = s[i]
+        if c == "\\":
+            if i + 1 < n and s[i + 1] in "{}":
+                depth = depth + 1 if s[i + 1] == "{" else max(0, depth - 1)
+            i += 2  # an escaped character or the first letter of a command
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth = max(0, depth - 1)
+        elif depth == 0 and at(s, i):
+            out.append(i)
+        i += 1
+    return out
+
+
+def top_level_split(s: str, sep: str) -> list[str]:
+    """`s` split at the one-character separator `sep` where it stands outside brackets."""
+    cuts = _top_level_splits(s, lambda t, i: t[i] == sep)
+    bounds = [-1, *cuts, len(s)]
+    return [s[a + 1 : b].strip() for a, b in zip(bounds, bounds[1:])]
+
+
+def _equals_sign(s: str, i: int) -> bool:
+    # "=" alone: not part of <=, >=, !=, ==, :=
+    return s[i] == "=" and (i == 0 or s[i - 1] not in "<>!=:") and (i + 1 >= len(s) or s[i + 1] != "=")
+
+
+def split_equation(normalized: str) -> Equation:
+    """'x = 5' -> Equation('x', ('5',)); 'x = 3 + 2 = 5' -> ('x', ('3 + 2', '5')); '10 = 9' ->
+    (None, ('10', '9')); anything without a top-level '=' or '\approx' -> (None, (text,))."""
+    marked = _APPROX.sub(lambda m: "\0" + " " * (len(m.group(0)) - 1), normalized)
+    cuts = _top_level_splits(marked, lambda t, i: t[i] == "\0" or _equals_sign(t, i))
+    if not cuts:
+        return Equation(None, (normalized.strip(),), (False,))
+    parts, approx, at = [], [], 0
+    for c in cuts:
+        parts.append(normalized[at:c].strip())
+        approx.append(marked[c] == "\0")
+        at = c + (len("\\approx") if marked[c] == "\0" else 1)
+    parts.append(normalized[at:].strip())
+    if _NAME.match(parts[0]):
+        return Equation(parts[0], tuple(parts[1:]), tuple(approx))
+    return Equation(None, tuple(parts), (False, *approx))
+
+
+_LIST_WORD = re.compile(r"\\text\{\s*(?:and|or)\s*\}|(?<![\\A-Za-z])(?:and|or)(?![A-Za-z])")
+
+
+def _list_separator(t: str, i: int) -> bool:
+    """A "," or ";" that separates values: not a thousands separator ("1,000")."""
+    if t[i] == ";":
+        return True
+    if t[i] != ",":
+        return False
+    thousands = i > 0 and t[i - 1].isdigit() and re.match(r"\d{3}(?!\d)", t[i + 1 :]) is not None
+    return not thousands
+
+
+def list_items(normalized: str) -> list[str]:
+    """The values of an answer that lists several ("1, 2", "x = 2 or x = -3", "1; 2"), each
+    as text; [normalized] for a single value. A tuple, interval or set is one value."""
+    marked = _LIST_WORD.sub(lambda m: "," + " " * (len(m.group(0)) - 1), normalized)
+    cuts = _top_level_splits(marked, _list_separator)
+    if not cuts:
+        return [normalized.strip()]
+    bounds = [-1, *cuts, len(marked)]
+    items = [marked[a + 1 : b].strip() for a, b in zip(bounds, bounds[1:])]
+    return [it for it in items if it]
+
+
+def answer_form(normalized: str) -> tuple[Equation, ...]:
+    """An answer as its listed values, each as an equation chain (a plain value is a chain of
+    one): "x = 2 or x = -3" -> (x: 2), (x: -3)."""
+    return tuple(split_equation(item) for item in list_items(normalized))
+
+
+def is_multi_valued(normalized: str) -> bool:
+    """Does a (gold) answer hold several values? A list ("1, 2", "1 and 2"; "1,000" is one
+    number), a set \{..\} of several, \pm / \mp, a union."""
+    if re.search(r"\\(?:pm|mp|cup)(?![A-Za-z])", normalized):
+        return True
+    return len(list_items(_set_body(normalized.strip()))) > 1
+
+
+def _set_body(s: str) -> str:
+    """The inside of a set written \\{..\\} or, sloppily, {..} around the whole answer."""
+    if s.startswith("\\{") and s.endswith("\\}"):
+        return s[2:-2]
+    if s.startswith("{") and s.endswith("}") and s.count("{") == 1:
+        return s[1:-1]
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# answers that do not commit
+
+# Words that hedge, negate or disown the value next to them ("9 (or 10)", "not 9", "9 is
+# wrong"), and LaTeX that does the same (negation, implication arrows, logical or, "?").
+_HEDGE_WORDS = frozenset(
+    "or not no nor either neither maybe perhaps possibly probably unless except but if otherwise "
+    "instead wrong incorrect false never cannot isnt isn't unsure guess".split()
+)
+_HEDGE_COMMANDS = {
+    "neg": "not", "lnot": "not", "not": "not", "ne": "neq", "neq": "neq", "notin": "notin",
+    "nless": "nless", "ngtr": "ngtr", "nleq": "nleq", "ngeq": "ngeq", "nleqslant": "nleq", "ngeqslant": "ngeq",
+    "to": "to", "rightarrow": "to", "longrightarrow": "to", "Rightarrow": "implies", "Longrightarrow": "implies",
+    "implies": "implies", "impliedby": "impliedby", "Leftarrow": "impliedby", "leftarrow": "from", "gets": "from",
+    "iff": "iff", "Leftrightarrow": "iff", "leftrightarrow": "iff", "Longleftrightarrow": "iff",
+    "mapsto": "to", "lor": "or", "vee": "or",
+}  # fmt: skip
+_COMMAND = re.compile(r"\\([A-Za-z]+)")
+_ANY_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]+(?:'[a-z]+)?")
+
+
+_MAYBE_HEDGE = re.compile(r"[A-Za-z?]|[!<=]>?=|<>")
+
+
+def hedge_tokens(text: str) -> frozenset[str]:
+    """The hedging, negating or pointing words, commands and symbols in `text` (canonical)."""
+    if text.isascii() and not _MAYBE_HEDGE.search(text):
+        return frozenset()  # digits and operators only: the common case, decided cheaply
+    text = map_unicode(text)
+    tokens = {w.lower() for w in _ANY_WORD.findall(text) if w.lower() in _HEDGE_WORDS}
+    tokens |= {_HEDGE_COMMANDS[c] for c in _COMMAND.findall(text) if c in _HEDGE_COMMANDS}
+    for symbol, token in (("?", "?"), ("!=", "neq"), ("=/=", "neq"), ("<>", "neq")):
+        if symbol in text:
+            tokens.add(token)
+    return frozenset(tokens)
+
+
+def commitment_problem(answer: str, gold_tokens: frozenset[str], gold_multi: bool) -> str | None:
+    """Why `answer` does not commit to a value, or None.
+
+    An answer that hedges ("9 \text{ (or } 10)", "18 or nineteen"), negates ("\neg 9", "9 is
+    not the answer", "\ne 9"), asks ("9?") or points elsewhere ("10 \to 9") is wrong, whatever
+    value it mentions: a policy must not earn a reward by naming the gold beside a way out.
+    What the gold answer itself contains (`gold_tokens`: hedge_tokens of the gold) is allowed
+    (a gold "x \ne 2" or "\text{no}"), and "or" is allowed between values when the gold has
+    several ("x = 2 or x = -3").
+    """
+    for token in sorted(hedge_tokens(answer)):
+        if token in gold_tokens or (token == "or" and gold_multi):
+            continue
+        return f"the answer does not commit to a value ({token!r})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -231,7 +437,7 @@ def parse_plain_number(text: str) -> PlainNumber | None:
     return None
 
 
-def _terminates(value: Fraction) -> bool:
+def terminates(value: Fraction) -> bool:
     d = value.denominator
     for p in (2, 5):
         while d % p == 0:
@@ -245,7 +451,7 @@ def _terminates(value: Fraction) -> bool:
 MIN_SIGNIFICANT_FOR_APPROX = 6
 
 
-def _rounds_to(exact: Fraction, approx: PlainNumber) -> bool:
+def rounds_to(exact: Fraction, approx: PlainNumber) -> bool:
     """`approx` is `exact` rounded (half up) or truncated to the places it was written with."""
     if (exact < 0) != (approx.value < 0):
         return False
@@ -265,8 +471,8 @@ def numbers_equal(gold: PlainNumber, pred: PlainNumber) -> bool:
             approx.decimal
             and approx.significant >= MIN_SIGNIFICANT_FOR_APPROX
             and not exact.decimal
-            and not _terminates(exact.value)
-            and _rounds_to(exact.value, approx)
+            and not terminates(exact.value)
+            and rounds_to(exact.value, approx)
         ):
             return True
     return False

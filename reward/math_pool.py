@@ -291,6 +291,8 @@ class MathVerifierPool:
         soft_s = None if self.soft_deadline_fraction is None else self.timeout_s * self.soft_deadline_fraction
         for w in self._workers:
             inflight[w.conn] = _InFlight(w)
+        # Pairs whose worker died under them once: a second death is the answer's doing.
+        crashed_once: set[int] = set()
 
         def send(f: _InFlight, i: int, check: SymbolicCheck) -> None:
             f.worker.conn.send((check.pred, check.gold, soft_s))
@@ -332,9 +334,18 @@ class MathVerifierPool:
                             results[i] = check.score(MathStatus(status), detail)
                             f.head_started = finished_at
                     except (EOFError, OSError):
+                        # Killed from outside, or crashed by the answer: one more try in a fresh
+                        # worker tells the two apart. A pair that crashes it again is wrong (a
+                        # policy must not be able to turn its answer into an error).
                         i, check = f.queue.popleft()
-                        results[i] = check.score(MathStatus.ERROR, "verifier worker died during the comparison")
-                        requeue_rest(f)
+                        self.counts["worker_died"] += 1
+                        if i in crashed_once:
+                            results[i] = check.score(MathStatus.WRONG, "the answer crashed the verifier worker twice")
+                            requeue_rest(f)
+                        else:
+                            crashed_once.add(i)
+                            requeue_rest(f)
+                            pending.appendleft((i, check))
                         replace(f)
                 elif time.monotonic() >= f.head_started + self.timeout_s:
                     i, check = f.queue.popleft()

@@ -93,10 +93,10 @@ _WARM_UP = [
 
 
 def _warm_up() -> None:
-    from reward.math_sympy import sympy_equal
+    from reward.math_sympy import compare
 
     for gold, pred in _WARM_UP:
-        sympy_equal(pred, gold)
+        compare(pred, gold)
     from reward.math_sympy import parse_gold
 
     parse_gold.cache_clear()  # warm code paths, not a cache of golds nobody asked for

@@ -13,56 +13,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from reward.math_extract import boxes
 from reward.registry import RewardSample, register_reward
 
 # ---------------------------------------------------------------------------------------------
 # pure formulas
 
 
-_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
-
-
-def _matching_braces(text: str) -> dict[int, int]:
-    """Index of each unescaped '{' -> index of its '}' (unclosed ones absent); one linear pass.
-
-    An escaped brace (\\{ or \\}) opens or closes nothing; the regex consumes each backslash
-    together with the character after it.
-    """
-    pairs: dict[int, int] = {}
-    stack: list[int] = []
-    for m in _BRACE_TOKEN.finditer(text):
-        c = m.group()
-        if c == "{":
-            stack.append(m.start())
-        elif c == "}" and stack:
-            pairs[stack.pop()] = m.start()
-    return pairs
-
-
-_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)[ \t]*\{")
-
-
 def find_boxed(text: str) -> list[str]:
-    """Contents of every complete `\\boxed{...}` / `\\fbox{...}` in `text`, braces balanced.
-
-    An unclosed box (a response cut off by the length limit) is not a box. Linear in the
-    length of the text: responses can be megabytes of hostile garbage.
-    """
-    if "\\boxed" not in text and "\\fbox" not in text:
-        return []
-    pairs = _matching_braces(text)
-    found = []
-    for m in _BOX_OPEN.finditer(text):
-        open_at = m.end() - 1
-        if open_at in pairs:
-            found.append(text[open_at + 1 : pairs[open_at]])
-    return found
+    """Contents of every complete top-level `\\boxed{...}` / `\\fbox{...}` in `text` (an unclosed
+    box, a response cut off by the length limit, is not a box): the math verifier's boxes."""
+    return [content for _, _, content in boxes(text)]
 
 
 def has_boxed(text: str, *, nonempty: bool = True) -> bool:
     """True when the text holds a complete `\\boxed{...}` (with something inside, by default)."""
-    boxes = find_boxed(text)
-    return any(b.strip() for b in boxes) if nonempty else bool(boxes)
+    found = find_boxed(text)
+    return any(b.strip() for b in found) if nonempty else bool(found)
 
 
 _THINK_RE = re.compile(r"^\s*<think>(?P<think>.*?)</think>\s*(?P<answer>\S.*)$", re.DOTALL)

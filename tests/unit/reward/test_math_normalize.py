@@ -8,13 +8,14 @@ import pytest
 
 from reward.math import fast_check, score_math
 from reward.math_normalize import (
+    Equation,
     comparison_key,
     e_notation_to_latex,
     mixed_numbers_to_fractions,
     normalize_answer,
     numbers_equal,
     parse_plain_number,
-    split_assignment,
+    split_equation,
 )
 
 
@@ -122,10 +123,16 @@ def test_comparison_key_ignores_spaces_except_between_digits():
     assert comparison_key("2 1/2") != comparison_key("21/2")
 
 
-def test_split_assignment():
-    assert split_assignment("x = 5") == ("x", "5")
-    assert split_assignment("x = 3 + 2 = 5") == (None, "x = 3 + 2 = 5")
-    assert split_assignment("5") == (None, "5")
+def test_split_equation_names_the_quantity_and_keeps_every_side():
+    assert split_equation("x = 5") == Equation("x", ("5",), (False,))
+    assert split_equation("x = 3 + 2 = 5") == Equation("x", ("3 + 2", "5"), (False, False))
+    assert split_equation("10 = 9") == Equation(None, ("10", "9"), (False, False))
+    assert split_equation("2x = 9") == Equation(None, ("2x", "9"), (False, False))
+    assert split_equation("f(3) = \\sqrt{2} \\approx 1.414") == Equation("f(3)", ("\\sqrt{2}", "1.414"), (False, True))
+    assert split_equation("\\pi = 3.14").name is None  # a constant is not a name
+    assert split_equation("x <= 3") == Equation(None, ("x <= 3",), (False,))
+    assert split_equation("\\{x = 1, y = 2\\}").values == ("\\{x = 1, y = 2\\}",)
+    assert split_equation("5") == Equation(None, ("5",), (False,))
 
 
 def test_rewrites_before_sympy():

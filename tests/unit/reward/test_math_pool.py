@@ -116,13 +116,40 @@ def test_a_queued_request_gets_its_full_deadline_after_the_one_before():
         assert all("exceeded" in s.detail for s in scores) and p.counts["killed"] == 0
 
 
-def test_worker_dying_mid_comparison_is_an_error_not_a_verdict():
-    with MathVerifierPool(num_workers=1, timeout_s=10.0) as p:
+def test_worker_killed_mid_comparison_is_retried_in_a_fresh_worker():
+    # Killed from outside (not the answer's doing): the pair is tried again and gets its own
+    # verdict, here the timeout of the slow pair, not an error.
+    with MathVerifierPool(num_workers=1, timeout_s=2.0) as p:
         assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
         victim = p.process_ids()[1]
         threading.Timer(0.3, os.kill, (victim, 9)).start()
         score = p.score(*SLOW)
-        assert score.status is MathStatus.ERROR and "died" in score.detail
+        assert score.status is MathStatus.TIMEOUT and p.counts["worker_died"] == 1
+        assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
+
+
+def test_an_answer_that_kills_the_worker_twice_is_wrong_not_an_error():
+    # Stands in for an answer that crashes the verifier: every worker that picks it up dies.
+    with MathVerifierPool(num_workers=1, timeout_s=5.0) as p:
+        assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
+        killed: list[int] = []
+
+        def kill_each_new_worker():
+            deadline = time.monotonic() + 10
+            while len(killed) < 2 and time.monotonic() < deadline:
+                ids = p.process_ids()
+                if len(ids) == 2 and ids[1] not in killed:
+                    time.sleep(0.3)  # it is now busy with the slow pair
+                    os.kill(ids[1], 9)
+                    killed.append(ids[1])
+                time.sleep(0.02)
+
+        t = threading.Thread(target=kill_each_new_worker)
+        t.start()
+        score = p.score(*SLOW)
+        t.join()
+        assert score.status is MathStatus.WRONG and "twice" in score.detail
+        assert p.counts["worker_died"] == 2
         assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
 
 
