@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.rl_cluster import PendingRollout, RLCluster
-from actors.rollout import SamplingSettings
+from qwen25_rl.actors.rl_cluster import PendingRollout, RLCluster
+from qwen25_rl.actors.rollout import SamplingSettings
 from qwen25_rl.batch import TensorBatch
 from qwen25_rl.data.prompts import PromptRecord, PromptSampler
 
@@ -105,7 +105,7 @@ class GroupCollector:
 
     def score(self, batch: TensorBatch, prompts: list[PromptRecord], tag: str) -> tuple[TensorBatch, dict[str, float]]:
         """Rewards for every sample; samples the failure policy dropped are removed (whole groups)."""
-        from reward.registry import RewardSample
+        from qwen25_rl.reward.registry import RewardSample
 
         samples = []
         for i in range(len(batch)):

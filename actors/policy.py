@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from actors.base import DistributedWorker
-from actors.weight_sync import WeightSource
+from qwen25_rl.actors.base import DistributedWorker
+from qwen25_rl.actors.weight_sync import WeightSource
 from qwen25_rl.algorithms.fused import policy_loss_from_hidden
 from qwen25_rl.batch import TensorBatch, micro_batches
 from qwen25_rl.models.scoring import response_hidden, response_log_probs

@@ -14,10 +14,10 @@ from typing import Any
 
 import ray
 
-from actors.policy import LossSettings, PolicyWorker, ReferenceWorker, TrainSettings
-from actors.rollout import RolloutWorker, SamplingSettings
-from actors.weight_sync import get_weight_sync
-from actors.worker_group import WorkerGroup
+from qwen25_rl.actors.policy import LossSettings, PolicyWorker, ReferenceWorker, TrainSettings
+from qwen25_rl.actors.rollout import RolloutWorker, SamplingSettings
+from qwen25_rl.actors.weight_sync import get_weight_sync
+from qwen25_rl.actors.worker_group import WorkerGroup
 from qwen25_rl.batch import TensorBatch
 
 

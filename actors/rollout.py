@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
-from actors.base import DistributedWorker
+from qwen25_rl.actors.base import DistributedWorker
 from qwen25_rl.batch import TensorBatch
 
 
@@ -306,7 +306,7 @@ class RolloutWorker(DistributedWorker):
     def update_weights(self, version: int, weights) -> int:
         """Load new weights (HF parameter names; a list of (name, tensor) or PackedWeights) and
         adopt their policy version."""
-        from actors.weight_sync import PackedWeights
+        from qwen25_rl.actors.weight_sync import PackedWeights
 
         self.engine.load_weights(weights.unpack() if isinstance(weights, PackedWeights) else weights)
         self.version = version
@@ -315,7 +315,7 @@ class RolloutWorker(DistributedWorker):
     # -- collective transport (see actors/weight_sync.py) ---------------------------------
 
     def join_weight_group(self, addr: str, port: int, rank: int, world_size: int, backend: str) -> None:
-        from actors.weight_sync import BroadcastGroup
+        from qwen25_rl.actors.weight_sync import BroadcastGroup
 
         self._receiver = BroadcastGroup(addr, port, rank, world_size, backend)
 

@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write every verdict here")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    from reward.math import score_math
+    from qwen25_rl.reward.math import score_math
 
     cases = load_cases(args.suite)
     if not cases:

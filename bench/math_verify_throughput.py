@@ -70,7 +70,7 @@ def _cpu_s(pids: list[int]) -> float:
 def run_ours(pairs, workers: int) -> dict:
     """The batch twice through one pool: cold and warm wall seconds, and CPU seconds of this
     process plus the workers (load-independent, unlike wall time on a shared machine)."""
-    from reward.math import MathVerifierPool
+    from qwen25_rl.reward.math import MathVerifierPool
 
     with MathVerifierPool(num_workers=workers, timeout_s=10.0) as pool:
         # Start the worker processes outside the timing (a long-lived pool pays this once).
@@ -103,8 +103,8 @@ def run_math_verify(pairs) -> dict:
 
 
 def symbolic_inputs() -> list[tuple[str, str]]:
-    from reward.math_extract import last_boxed
-    from reward.math_normalize import normalize_answer
+    from qwen25_rl.reward.math_extract import last_boxed
+    from qwen25_rl.reward.math_normalize import normalize_answer
 
     with open(eval_data_file("math500_test.jsonl")) as f:
         rows = [json.loads(line) for line in f]
@@ -112,7 +112,7 @@ def symbolic_inputs() -> list[tuple[str, str]]:
 
 
 def run_symbolic_ours(items) -> dict:
-    from reward.math import MathStatus, symbolic_verdict
+    from qwen25_rl.reward.math import MathStatus, symbolic_verdict
 
     cpu, started = _cpu_s([os.getpid()]), time.perf_counter()
     verdicts = [symbolic_verdict(pred, gold, 10.0)[0] is MathStatus.CORRECT for pred, gold, _, _ in items]

@@ -92,7 +92,7 @@ def median_tps(tokens: list[int], seconds: list[float], warmup: int) -> float:
 PLAIN = """
 import json, os, sys
 os.nice(int(sys.argv[4]))
-from pretrain.reference import reference_steps
+from qwen25_rl.pretrain.reference import reference_steps
 from qwen25_rl.training.schedule import PhaseSchedule
 steps = int(sys.argv[2])
 res = reference_steps(

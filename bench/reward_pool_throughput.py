@@ -28,7 +28,7 @@ import time
 
 def load_samples(dataset: str, limit: int | None):
     from qwen25_rl.paths import eval_data_file
-    from reward.registry import RewardSample
+    from qwen25_rl.reward.registry import RewardSample
 
     name = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500_test.jsonl"}[dataset]
     rows = [json.loads(line) for line in eval_data_file(name).read_text().splitlines() if line.strip()]
@@ -73,11 +73,11 @@ def main() -> None:
 
     import ray
 
-    from reward.config import RewardConfig, ServeConfig
-    from reward.pool import RewardPool
-    from reward.rm_client import HTTPRewardFunction, RewardModelParams
-    from reward.scorer import RewardScorer
-    from reward.serve import deploy
+    from qwen25_rl.reward.config import RewardConfig, ServeConfig
+    from qwen25_rl.reward.pool import RewardPool
+    from qwen25_rl.reward.rm_client import HTTPRewardFunction, RewardModelParams
+    from qwen25_rl.reward.scorer import RewardScorer
+    from qwen25_rl.reward.serve import deploy
 
     samples = load_samples(args.dataset, args.limit)
     n = len(samples)

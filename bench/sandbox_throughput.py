@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qwen25_rl.paths import eval_data_file  # noqa: E402
-from reward.code import grade_humaneval  # noqa: E402
-from sandboxes import Sandbox, SandboxConfig  # noqa: E402
+from qwen25_rl.reward.code import grade_humaneval  # noqa: E402
+from qwen25_rl.sandboxes import Sandbox, SandboxConfig  # noqa: E402
 
 REQUIRED = {"uid", "namespaces", "rlimits", "seccomp"}
 

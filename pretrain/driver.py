@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from pretrain.config import PretrainConfig, SFTConfig, SyntheticDataConfig
-from pretrain.corpus import read_conversations, read_source
-from pretrain.data_order import build_order
-from pretrain.packing import PackedRows, pack_documents, pack_samples
-from pretrain.prepare import fingerprint, read_meta, save_rows, tokenize_conversations, tokenize_documents
-from pretrain.sft_data import build_samples
+from qwen25_rl.pretrain.config import PretrainConfig, SFTConfig, SyntheticDataConfig
+from qwen25_rl.pretrain.corpus import read_conversations, read_source
+from qwen25_rl.pretrain.data_order import build_order
+from qwen25_rl.pretrain.packing import PackedRows, pack_documents, pack_samples
+from qwen25_rl.pretrain.prepare import fingerprint, read_meta, save_rows, tokenize_conversations, tokenize_documents
+from qwen25_rl.pretrain.sft_data import build_samples
 from qwen25_rl.models.factory import rope_theta_of
 from qwen25_rl.runs import RunDir
 
@@ -345,8 +345,8 @@ def fit(cfg, run: RunDir, plan: dict) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pretrain.callbacks import RunFolderCallback
-    from pretrain.worker import train_loop_per_worker
+    from qwen25_rl.pretrain.callbacks import RunFolderCallback
+    from qwen25_rl.pretrain.worker import train_loop_per_worker
 
     t = cfg.trainer
     resources = {"CPU": t.cpus_per_worker}

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pretrain.packing import PackedRows
+from qwen25_rl.pretrain.packing import PackedRows
 
 ARRAYS = ("input_ids", "labels", "position_ids")
 
@@ -42,7 +42,7 @@ def _tokenize_texts(tokenizer_dir: str, texts: list[str]) -> list[np.ndarray]:
 
 
 def _tokenize_chats(tokenizer_dir: str, conversations: list[list[dict[str, str]]]) -> list[tuple[list[int], list[int]]]:
-    from pretrain.sft_data import assistant_token_mask
+    from qwen25_rl.pretrain.sft_data import assistant_token_mask
     from qwen25_rl.models import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pretrain.data_order import step_rows
+from qwen25_rl.pretrain.data_order import step_rows
 from qwen25_rl.training.engines import make_optimizer
-from pretrain.packing import IGNORE
-from pretrain.prepare import RowStore
+from qwen25_rl.pretrain.packing import IGNORE
+from qwen25_rl.pretrain.prepare import RowStore
 from qwen25_rl.training.schedule import PhaseSchedule
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pretrain.packing import IGNORE, sample_labels
+from qwen25_rl.pretrain.packing import IGNORE, sample_labels
 
 
 class ChatTemplateError(ValueError):

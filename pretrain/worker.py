@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pretrain.data_order import step_rows
+from qwen25_rl.pretrain.data_order import step_rows
 from qwen25_rl.training.engines import ENGINES
-from pretrain.flops import device_peak_tflops, train_flops_per_token
-from pretrain.packing import IGNORE
-from pretrain.prepare import RowStore, batch_fingerprint
+from qwen25_rl.pretrain.flops import device_peak_tflops, train_flops_per_token
+from qwen25_rl.pretrain.packing import IGNORE
+from qwen25_rl.pretrain.prepare import RowStore, batch_fingerprint
 from qwen25_rl.training.schedule import PhaseSchedule
 
 STATE_FILE = "trainer_state.json"

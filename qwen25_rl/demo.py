@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from pretrain.driver import run_pretrain, run_sft
+    from qwen25_rl.pretrain.driver import run_pretrain, run_sft
     from qwen25_rl.ray_utils import init_ray
     from qwen25_rl.runs import read_metrics
     from qwen25_rl.stages.grpo import run_grpo

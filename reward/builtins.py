@@ -13,9 +13,9 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from reward import rm_client, shaping  # noqa: F401  (register format, length, reward_model)
-from reward.config import CodeParams, CustomParams, MathParams
-from reward.registry import (
+from qwen25_rl.reward import rm_client, shaping  # noqa: F401  (register format, length, reward_model)
+from qwen25_rl.reward.config import CodeParams, CustomParams, MathParams
+from qwen25_rl.reward.registry import (
     FunctionOutcome,
     RewardFunction,
     RewardOutput,
@@ -32,7 +32,7 @@ class InlinePluginFunction:
     """A custom reward run inside this process (isolation: thread): soft deadlines only."""
 
     def __init__(self, p: CustomParams):
-        from reward.plugins import PluginSpec, load_plugin
+        from qwen25_rl.reward.plugins import PluginSpec, load_plugin
 
         self.plugin = load_plugin(p.path, p.style, p.answer_column, p.conversational)
         self.spec = PluginSpec(p.path, p.style, p.answer_column, p.conversational)
@@ -67,8 +67,8 @@ def build_custom(p: CustomParams) -> RewardFunction:
     """Your own function: 'file.py:fn' or 'package.module:fn', in the sample/verl/trl/openrlhf call style."""
     if p.isolation == "thread":
         return InlinePluginFunction(p)
-    from reward.isolation import ProcessRewardFunction
-    from reward.plugins import PluginSpec
+    from qwen25_rl.reward.isolation import ProcessRewardFunction
+    from qwen25_rl.reward.plugins import PluginSpec
 
     # The first child loads the plugin now; its import or signature error is raised here.
     spec = PluginSpec(p.path, p.style, p.answer_column, p.conversational)
@@ -89,12 +89,12 @@ class MathRewardFunction:
     failed outcome for the pool's policy, never a silent 0."""
 
     def __init__(self, p: MathParams):
-        from reward.math import MathVerifierPool
+        from qwen25_rl.reward.math import MathVerifierPool
 
         self.pool = MathVerifierPool(p.processes, memory_mb=p.memory_mb, fallback_last_number=p.fallback_last_number)
 
     def score_batch(self, samples: list[RewardSample], timeout_s: float) -> list[FunctionOutcome]:
-        from reward.math import MathStatus
+        from qwen25_rl.reward.math import MathStatus
 
         # The pool's deadline is an attribute it reads per comparison; the function's
         # timeout_s (or pool.sample_timeout_s) is the one that applies.
@@ -146,7 +146,7 @@ def code_sample_seconds(p: CodeParams, s: RewardSample, timeout_s: float) -> flo
     """A code sample's deadline: never shorter than the sandbox's own limit for its tests, so a
     slow program is graded (0 on the tests it ran out of time on) and never becomes a reward
     timeout that drops its group. The configured deadline can only lengthen it."""
-    from reward.code import max_grading_seconds
+    from qwen25_rl.reward.code import max_grading_seconds
 
     try:
         return max(timeout_s, max_grading_seconds(_code_tests(s), mode=p.mode, timeout_s=p.per_test_timeout_s))
@@ -165,7 +165,7 @@ class CodeRewardFunction:
     """
 
     def __init__(self, p: CodeParams):
-        from sandboxes import Sandbox
+        from qwen25_rl.sandboxes import Sandbox
 
         self.p = p
         # Created now: a host without the required isolation layers fails at start-up
@@ -176,7 +176,7 @@ class CodeRewardFunction:
         self._runner = ThreadedRewardFunction(self._score_one, "code", min(p.concurrency, self.sandbox.slots))
 
     def _score_one(self, s: RewardSample) -> Any:
-        from reward.code import score_code
+        from qwen25_rl.reward.code import score_code
 
         sc = score_code(s.response, _code_tests(s), mode=self.p.mode, timeout_s=self.p.per_test_timeout_s, sandbox=self.sandbox)
         details = {"status": sc.status, "passed": sc.passed, "total": sc.total, "kind": sc.kind, "exec_status": sc.exec_status}

@@ -43,9 +43,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from reward.code_extract import called_names, defines, extract_code
-from sandboxes import Sandbox, Status, run_calls, run_io
-from sandboxes.graded import HOST_OVERHEAD_S, CallsVerdict, IOVerdict, calls_budget_s, io_budget_s
+from qwen25_rl.reward.code_extract import called_names, defines, extract_code
+from qwen25_rl.sandboxes import Sandbox, Status, run_calls, run_io
+from qwen25_rl.sandboxes.graded import HOST_OVERHEAD_S, CallsVerdict, IOVerdict, calls_budget_s, io_budget_s
 
 DEFAULT_TEST_TIMEOUT_S = 5.0
 

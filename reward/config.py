@@ -95,7 +95,7 @@ class SandboxParams(_Section):
 
     def to_sandbox_config(self):
         """The sandboxes.SandboxConfig these settings describe."""
-        from sandboxes.config import Limits, SandboxConfig
+        from qwen25_rl.sandboxes.config import Limits, SandboxConfig
 
         d = self.model_dump()
         d["limits"] = Limits(**d["limits"])
@@ -154,7 +154,7 @@ class CustomParams(_Section):
         # yet: that happens when the scorer starts (still before the first step). On a
         # multi-node cluster the file must exist at that path on every node (a shared
         # folder), or use the 'package.module:fn' form with the package installed there.
-        from reward.plugins import resolve_spec
+        from qwen25_rl.reward.plugins import resolve_spec
 
         return resolve_spec(v)
 
@@ -192,7 +192,7 @@ class RewardFunctionConfig(_Section):
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise ValueError(f"params of reward {data['type']!r} must be a mapping, got {type(params).__name__}")
-        from reward.registry import get_reward
+        from qwen25_rl.reward.registry import get_reward
 
         try:
             spec = get_reward(data["type"])
@@ -214,7 +214,7 @@ class RewardFunctionConfig(_Section):
 
     def params_model(self) -> BaseModel:
         """The params as the registered reward's own model (already validated at load)."""
-        from reward.registry import get_reward
+        from qwen25_rl.reward.registry import get_reward
 
         return get_reward(self.type).params_model.model_validate(self.params)
 

@@ -26,8 +26,9 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from reward.plugins import PluginError, PluginSpec
-from reward.registry import FunctionOutcome, RewardSample
+from qwen25_rl.reward.plugins import PluginError, PluginSpec
+from qwen25_rl import child_process_env
+from qwen25_rl.reward.registry import FunctionOutcome, RewardSample
 
 STARTUP_TIMEOUT_S = 120.0
 
@@ -37,12 +38,9 @@ class _Child:
 
     def __init__(self, spec: PluginSpec, name: str):
         parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ)
-        # The child imports `reward` from wherever this process found it.
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        env = child_process_env()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reward.isolation", str(child_sock.fileno()), str(os.getpid())],
+            [sys.executable, "-m", "qwen25_rl.reward.isolation", str(child_sock.fileno()), str(os.getpid())],
             pass_fds=(child_sock.fileno(),),
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -181,7 +179,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _child_main(fd: int, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
-    from reward.plugins import PluginReward
+    from qwen25_rl.reward.plugins import PluginReward
 
     # Anything the plugin prints goes to stderr; the socket carries only our protocol.
     sys.stdout = sys.stderr

@@ -43,8 +43,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
-from reward.math_extract import ExtractedAnswer, find_answer, gold_answer_text
-from reward.math_normalize import (
+from qwen25_rl.reward.math_extract import ExtractedAnswer, find_answer, gold_answer_text
+from qwen25_rl.reward.math_normalize import (
     GOLD_CACHE_SIZE,
     PlainNumber,
     answer_form,
@@ -237,7 +237,7 @@ def symbolic_verdict(pred: str, gold: str, timeout_s: float | None) -> tuple[Mat
     comparison runs out of time, exhausts memory or recursion) makes the answer wrong: a
     policy must not be able to turn its answer into a non-verdict by making it hard to check.
     """
-    from reward.math_sympy import DeadlineExceeded, Unparsable, compare, parse_gold_answer, soft_deadline
+    from qwen25_rl.reward.math_sympy import DeadlineExceeded, Unparsable, compare, parse_gold_answer, soft_deadline
 
     phase = "gold"
     try:
@@ -302,7 +302,7 @@ _default_pool_lock = threading.Lock()
 def default_pool():
     """The process-wide pool behind `verify` (one worker, started on first symbolic need)."""
     global _default_pool, _default_pool_pid
-    from reward.math_pool import MathVerifierPool
+    from qwen25_rl.reward.math_pool import MathVerifierPool
 
     with _default_pool_lock:
         # A forked child must not talk to its parent's workers.
@@ -326,7 +326,7 @@ def verify(response: str, gold: str, *, fallback_last_number: bool = False) -> b
 def __getattr__(name: str):
     # MathVerifierPool lives in reward.math_pool, which imports this module: re-exported lazily.
     if name == "MathVerifierPool":
-        from reward.math_pool import MathVerifierPool
+        from qwen25_rl.reward.math_pool import MathVerifierPool
 
         return MathVerifierPool
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

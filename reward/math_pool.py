@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
-from reward.math import DEFAULT_TIMEOUT_S, MathScore, MathStatus, SymbolicCheck, fast_check
+from qwen25_rl import child_process_env
+from qwen25_rl.reward.math import DEFAULT_TIMEOUT_S, MathScore, MathStatus, SymbolicCheck, fast_check
 
 # Address-space cap of one worker: sympy building a giant integer or expression gets a
 # MemoryError instead of pushing a shared machine into swap or the OOM killer.
@@ -44,14 +45,6 @@ WORKER_FORK_TIMEOUT_S = 30.0
 QUEUE_DEPTH = 2
 
 
-def _zygote_env() -> dict[str, str]:
-    # `reward` must be importable in the zygote however the caller found it (installed, or
-    # the repository as the working directory).
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
-
-
 class _Zygote:
     """The process that forks workers (see reward/math_zygote.py for the protocol)."""
 
@@ -59,11 +52,11 @@ class _Zygote:
         ours, theirs = socket.socketpair()
         self.ctrl = ours
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "reward.math_zygote", str(theirs.fileno()), str(memory_mb or 0)],
+            [sys.executable, "-m", "qwen25_rl.reward.math_zygote", str(theirs.fileno()), str(memory_mb or 0)],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            env=_zygote_env(),
+            env=child_process_env(),
         )
         theirs.close()
         self.ctrl.settimeout(ZYGOTE_START_TIMEOUT_S)

@@ -41,7 +41,7 @@ from math_verify.grader import should_treat_as_complex
 from sympy import FiniteSet, Union
 from sympy.core.relational import Relational
 
-from reward.math_normalize import (
+from qwen25_rl.reward.math_normalize import (
     GOLD_CACHE_SIZE,
     MIN_SIGNIFICANT_FOR_APPROX,
     Equation,

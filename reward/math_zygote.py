@@ -51,7 +51,7 @@ def _limit_memory(memory_mb: int) -> None:
 
 
 def worker_loop(conn: Connection) -> None:
-    from reward.math import symbolic_verdict
+    from qwen25_rl.reward.math import symbolic_verdict
 
     while True:
         try:
@@ -93,11 +93,11 @@ _WARM_UP = [
 
 
 def _warm_up() -> None:
-    from reward.math_sympy import compare
+    from qwen25_rl.reward.math_sympy import compare
 
     for gold, pred in _WARM_UP:
         compare(pred, gold)
-    from reward.math_sympy import parse_gold
+    from qwen25_rl.reward.math_sympy import parse_gold
 
     parse_gold.cache_clear()  # warm code paths, not a cache of golds nobody asked for
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from reward.registry import FunctionOutcome, RewardSample, coerce_output, describe_exception
+from qwen25_rl.reward.registry import FunctionOutcome, RewardSample, coerce_output, describe_exception
 
 Style = Literal["auto", "sample", "verl", "trl", "openrlhf"]
 STYLES = ("sample", "verl", "trl", "openrlhf")

@@ -27,9 +27,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from reward.config import RewardConfig
-from reward.registry import RewardResult, RewardSample, get_reward
-from reward.scorer import (
+from qwen25_rl.reward.config import RewardConfig
+from qwen25_rl.reward.registry import RewardResult, RewardSample, get_reward
+from qwen25_rl.reward.scorer import (
     RewardFailureError,
     RewardScorer,
     RewardSetupError,

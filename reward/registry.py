@@ -416,7 +416,7 @@ def load_builtin_rewards() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    import reward.builtins  # noqa: F401  (registers math, code, format, length, reward_model, custom)
+    import qwen25_rl.reward.builtins  # noqa: F401  (registers math, code, format, length, reward_model, custom)
 
 
 def get_reward(name: str) -> RewardSpec:

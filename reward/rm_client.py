@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reward.registry import FunctionOutcome, RewardSample, register_reward_factory
+from qwen25_rl.reward.registry import FunctionOutcome, RewardSample, register_reward_factory
 
 
 class RewardModelParams(BaseModel):

@@ -16,8 +16,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reward.config import RewardConfig, RewardFunctionConfig
-from reward.registry import FunctionOutcome, RewardFunction, RewardResult, RewardSample, describe_exception, get_reward
+from qwen25_rl.reward.config import RewardConfig, RewardFunctionConfig
+from qwen25_rl.reward.registry import FunctionOutcome, RewardFunction, RewardResult, RewardSample, describe_exception, get_reward
 
 log = logging.getLogger("reward")
 
@@ -105,7 +105,7 @@ def check_plugins(cfg: RewardConfig) -> None:
     The pool and the Serve deployment call this in the driver before starting actors, so a
     bad path or signature is reported with its own message rather than as an actor failure.
     """
-    from reward.plugins import PluginError, load_plugin
+    from qwen25_rl.reward.plugins import PluginError, load_plugin
 
     for f in cfg.functions:
         if f.type == "custom":

@@ -25,8 +25,8 @@ from typing import Any
 
 from ray import serve
 
-from reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
-from reward.registry import RewardResult, RewardSample
+from qwen25_rl.reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
+from qwen25_rl.reward.registry import RewardResult, RewardSample
 
 log = logging.getLogger("reward.serve")
 
@@ -94,13 +94,13 @@ class _ConfigScorer:
     """A RewardConfig scorer returning raw results (the caller applies its failure policy)."""
 
     def __init__(self, cfg: RewardConfig):
-        from reward.scorer import RewardScorer
+        from qwen25_rl.reward.scorer import RewardScorer
 
         self.scorer = RewardScorer(cfg)
         self.cfg = cfg
 
     def score(self, samples: list[RewardSample]) -> list[RewardResult]:
-        from reward.scorer import combine
+        from qwen25_rl.reward.scorer import combine
 
         raw = self.scorer.score_raw(samples)
         return [combine(s, o, self.cfg) for s, o in zip(samples, raw)]
@@ -209,7 +209,7 @@ def deploy(serve_cfg: ServeConfig, reward_cfg: RewardConfig | None = None, rm_cf
     """Start Serve's HTTP proxy on serve_cfg.host:port (Ray must be initialised), deploy, and
     return the endpoint URL. Start-up problems (plugin, checkpoint) are raised here."""
     if reward_cfg is not None:
-        from reward.scorer import check_plugins
+        from qwen25_rl.reward.scorer import check_plugins
 
         check_plugins(reward_cfg)
     if rm_cfg is not None and not os.path.isdir(rm_cfg.path):

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reward.math_extract import boxes
-from reward.registry import RewardSample, register_reward
+from qwen25_rl.reward.math_extract import boxes
+from qwen25_rl.reward.registry import RewardSample, register_reward
 
 # ---------------------------------------------------------------------------------------------
 # pure formulas

@@ -1,6 +1,6 @@
 """Running untrusted code: isolation, limits, verdicts. Standard library (+ psutil) only.
 
-    from sandboxes import run_python
+    from qwen25_rl.sandboxes import run_python
     r = run_python("print(input()[::-1])", stdin="abc", timeout_s=5)
     r.status, r.stdout          # ("ok", "cba\\n")
 
@@ -12,10 +12,10 @@ harness.py for how graded runs keep their verdict out of the code's reach.
 
 from __future__ import annotations
 
-from sandboxes.config import Limits, SandboxConfig
-from sandboxes.executor import Sandbox, configure, default_sandbox
-from sandboxes.graded import CallsVerdict, CaseRun, IOVerdict, UnitResult, run_calls, run_io
-from sandboxes.result import ExecResult, IsolationUnavailable, Status
+from qwen25_rl.sandboxes.config import Limits, SandboxConfig
+from qwen25_rl.sandboxes.executor import Sandbox, configure, default_sandbox
+from qwen25_rl.sandboxes.graded import CallsVerdict, CaseRun, IOVerdict, UnitResult, run_calls, run_io
+from qwen25_rl.sandboxes.result import ExecResult, IsolationUnavailable, Status
 
 __all__ = [
     "CallsVerdict", "CaseRun", "ExecResult", "IOVerdict", "IsolationUnavailable", "Limits", "Sandbox",

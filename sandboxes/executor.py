@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sandboxes import isolation, slots
-from sandboxes.cgroups import Cgroups
-from sandboxes.config import Limits, SandboxConfig
-from sandboxes.result import ExecResult, IsolationUnavailable, Status
+from qwen25_rl.sandboxes import isolation, slots
+from qwen25_rl.sandboxes.cgroups import Cgroups
+from qwen25_rl.sandboxes.config import Limits, SandboxConfig
+from qwen25_rl.sandboxes.result import ExecResult, IsolationUnavailable, Status
 
 HARNESS_SOURCE = (Path(__file__).parent / "harness.py").read_bytes()
 MAX_CHANNEL_BYTES = 256 * 1024 * 1024

@@ -11,9 +11,9 @@ import ast
 import secrets
 from dataclasses import dataclass
 
-from sandboxes.config import Limits
-from sandboxes.executor import Sandbox, default_sandbox
-from sandboxes.result import ExecResult
+from qwen25_rl.sandboxes.config import Limits
+from qwen25_rl.sandboxes.executor import Sandbox, default_sandbox
+from qwen25_rl.sandboxes.result import ExecResult
 
 
 @dataclass

@@ -26,8 +26,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from sandboxes import seccomp
-from sandboxes.config import REQUIRED_LAYERS, SandboxConfig
+from qwen25_rl.sandboxes import seccomp
+from qwen25_rl.sandboxes.config import REQUIRED_LAYERS, SandboxConfig
 
 SANDBOX_UID = 1000  # the uid the code sees inside its user namespace
 HARNESS_PATH = "/sandbox/harness.pyc"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import pretrain.config  # noqa: F401  (registers the `pretrain` and `sft` stage configs for `config show`)
+import qwen25_rl.pretrain.config  # noqa: F401  (registers the `pretrain` and `sft` stage configs for `config show`)
 from qwen25_rl.cli import arg, cli_command
 
 _CONFIG_ARGS = [
@@ -20,8 +20,8 @@ _CONFIG_ARGS = [
     arguments=_CONFIG_ARGS,
 )
 def pretrain(args: argparse.Namespace) -> int:
-    from pretrain.config import PretrainConfig
-    from pretrain.driver import run_pretrain
+    from qwen25_rl.pretrain.config import PretrainConfig
+    from qwen25_rl.pretrain.driver import run_pretrain
     from qwen25_rl.config import load_config
 
     result = run_pretrain(load_config(args.config, args.overrides, schema=PretrainConfig))
@@ -35,8 +35,8 @@ def pretrain(args: argparse.Namespace) -> int:
     arguments=_CONFIG_ARGS,
 )
 def sft(args: argparse.Namespace) -> int:
-    from pretrain.config import SFTConfig
-    from pretrain.driver import run_sft
+    from qwen25_rl.pretrain.config import SFTConfig
+    from qwen25_rl.pretrain.driver import run_sft
     from qwen25_rl.config import load_config
 
     result = run_sft(load_config(args.config, args.overrides, schema=SFTConfig))

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 from qwen25_rl.cli import arg, cli_command
 from qwen25_rl.config import ConfigError, StageConfig, load_config, register_stage_config
 from qwen25_rl.config.loader import parse_override, read_yaml
-from reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
+from qwen25_rl.reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
 
 
 @register_stage_config("serve_reward")
@@ -125,8 +125,8 @@ def _single_function_config(name: str, params: list[str], timeout_s: float | Non
     ],
 )
 def reward_score(args: argparse.Namespace) -> int:
-    from reward.registry import RewardSample
-    from reward.scorer import RewardScorer
+    from qwen25_rl.reward.registry import RewardSample
+    from qwen25_rl.reward.scorer import RewardScorer
 
     if args.config:
         cfg = reward_config_from_file(args.config)
@@ -152,7 +152,7 @@ def reward_score(args: argparse.Namespace) -> int:
     )
     with RewardScorer(cfg) as scorer:
         result = scorer.score_raw([sample])
-    from reward.scorer import combine
+    from qwen25_rl.reward.scorer import combine
 
     r = combine(sample, result[0], cfg)
     print(json.dumps({k: v for k, v in r.to_dict().items() if k != "dropped"}, indent=2, default=str))
@@ -161,7 +161,7 @@ def reward_score(args: argparse.Namespace) -> int:
 
 @cli_command("list", parent="reward", help="List the registered rewards with their params and defaults.")
 def reward_list(args: argparse.Namespace) -> int:
-    from reward.registry import REWARDS, load_builtin_rewards
+    from qwen25_rl.reward.registry import REWARDS, load_builtin_rewards
 
     load_builtin_rewards()
     for name in sorted(REWARDS):
@@ -180,7 +180,7 @@ def reward_list(args: argparse.Namespace) -> int:
     arguments=[arg("config", help="YAML file with a reward: section"), arg("overrides", nargs="*", help="key.sub=value overrides within reward:")],
 )
 def reward_check(args: argparse.Namespace) -> int:
-    from reward.scorer import RewardScorer
+    from qwen25_rl.reward.scorer import RewardScorer
 
     cfg = reward_config_from_file(args.config, args.overrides)
     with RewardScorer(cfg):
@@ -211,7 +211,7 @@ def serve_reward(args: argparse.Namespace) -> int:
     init_ray(cfg.ray)
     from ray import serve
 
-    from reward.serve import deploy
+    from qwen25_rl.reward.serve import deploy
 
     reward_cfg = cfg.reward if cfg.target == "reward" else None
     rm_cfg = cfg.reward_model if cfg.target == "reward_model" else None

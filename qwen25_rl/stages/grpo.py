@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from actors.group_collector import GroupCollector, PendingStep, evaluate
-from actors.policy import LossSettings
-from actors.rl_cluster import RLCluster
+from qwen25_rl.actors.group_collector import GroupCollector, PendingStep, evaluate
+from qwen25_rl.actors.policy import LossSettings
+from qwen25_rl.actors.rl_cluster import RLCluster
 from qwen25_rl.algorithms import compute_advantages
 from qwen25_rl.config.loader import load_config
 from qwen25_rl.data.prompts import PromptSampler, load_prompts
@@ -44,7 +44,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
 
     # -- workers: reward pool, policy / reference / rollout groups ---------------------------
     init_ray(cfg.ray)
-    from reward.pool import RewardPool
+    from qwen25_rl.reward.pool import RewardPool
 
     pool = RewardPool(cfg.reward, name_prefix="grpo/reward")
     try:

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from qwen25_rl.config.schema import DataConfig, OptimizerConfig, Section, StageConfig, register_stage_config
-from reward.config import RewardConfig
+from qwen25_rl.reward.config import RewardConfig
 
 
 class PromptDataConfig(DataConfig):

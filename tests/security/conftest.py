@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sandbox_support import PROBLEM, assert_nothing_left, make_sandbox
 
-from reward.code import grade_humaneval
+from qwen25_rl.reward.code import grade_humaneval
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from sandboxes import Limits, Sandbox, SandboxConfig
-from sandboxes.cgroups import Cgroups
-from sandboxes.slots import process_uids
+from qwen25_rl.sandboxes import Limits, Sandbox, SandboxConfig
+from qwen25_rl.sandboxes.cgroups import Cgroups
+from qwen25_rl.sandboxes.slots import process_uids
 
 LIMITS = Limits(timeout_s=3, cpu_s=3, memory_mb=256, max_processes=24, max_open_files=64, max_file_mb=4, tmpfs_mb=16, max_output_bytes=64 * 1024)
 

@@ -7,8 +7,8 @@ import uuid
 import pytest
 from sandbox_support import PROBLEM, completion
 
-from reward.code import grade_asserts, grade_humaneval, grade_io
-from sandboxes import run_calls
+from qwen25_rl.reward.code import grade_asserts, grade_humaneval, grade_io
+from qwen25_rl.sandboxes import run_calls
 
 
 

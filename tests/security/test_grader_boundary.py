@@ -16,8 +16,8 @@ import re
 import pytest
 from sandbox_support import PROBLEM
 
-from reward.code import grade_asserts, grade_humaneval
-from sandboxes import run_calls
+from qwen25_rl.reward.code import grade_asserts, grade_humaneval
+from qwen25_rl.sandboxes import run_calls
 
 # Runs wherever a planted file is executed: says where, then forges a passing verdict if it
 # finds the grader's nonce and channel on its stack (it only can inside the grader).
@@ -213,7 +213,7 @@ def test_no_humaneval_or_mbpp_problem_can_be_passed_by_binding_the_entry_point_t
     same binding earns without any planted file too."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from reward.code_extract import called_names
+    from qwen25_rl.reward.code_extract import called_names
 
     module = binding.split(".")[0]
     humaneval = _rows(eval_data_dir, "humaneval.jsonl")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from reward.math import DEFAULT_TIMEOUT_S, MathStatus, MathVerifierPool, verify
+from qwen25_rl.reward.math import DEFAULT_TIMEOUT_S, MathStatus, MathVerifierPool, verify
 
 TIMEOUT_S = 1.5
 # Time beyond the deadline for the caller's own bounded work (extraction over megabyte

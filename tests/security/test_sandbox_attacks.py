@@ -14,8 +14,8 @@ import uuid
 import pytest
 from sandbox_support import LIMITS, PROBLEM, assert_nothing_left, completion
 
-from reward.code import grade_humaneval
-from sandboxes import Status
+from qwen25_rl.reward.code import grade_humaneval
+from qwen25_rl.sandboxes import Status
 
 
 

@@ -7,8 +7,8 @@ import pytest
 import ray
 import torch
 
-from actors.policy import LossSettings, PolicyWorker, ReferenceWorker, TrainSettings
-from actors.worker_group import WorkerGroup
+from qwen25_rl.actors.policy import LossSettings, PolicyWorker, ReferenceWorker, TrainSettings
+from qwen25_rl.actors.worker_group import WorkerGroup
 from qwen25_rl.batch import TensorBatch
 
 

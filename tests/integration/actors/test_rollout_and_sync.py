@@ -13,10 +13,10 @@ import pytest
 import ray
 import torch
 
-from actors.base import DistributedWorker
-from actors.rollout import RolloutWorker, SamplingSettings
-from actors.weight_sync import WeightSource, get_weight_sync, plan_buckets
-from actors.worker_group import WorkerGroup
+from qwen25_rl.actors.base import DistributedWorker
+from qwen25_rl.actors.rollout import RolloutWorker, SamplingSettings
+from qwen25_rl.actors.weight_sync import WeightSource, get_weight_sync, plan_buckets
+from qwen25_rl.actors.worker_group import WorkerGroup
 from qwen25_rl.batch import TensorBatch
 
 # float32 on CPU: vLLM's kernels and torch's SDPA agree to about 1e-5 per token on the tiny

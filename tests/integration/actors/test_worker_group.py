@@ -9,8 +9,8 @@ import pytest
 import ray
 import torch
 
-from actors.base import DistributedWorker
-from actors.worker_group import PlacementError, WorkerGroup, reserve_bundles
+from qwen25_rl.actors.base import DistributedWorker
+from qwen25_rl.actors.worker_group import PlacementError, WorkerGroup, reserve_bundles
 from qwen25_rl.batch import TensorBatch
 
 

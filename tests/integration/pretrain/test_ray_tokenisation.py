@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain.prepare import tokenize_conversations, tokenize_documents
+from qwen25_rl.pretrain.prepare import tokenize_conversations, tokenize_documents
 from qwen25_rl.data import generate_problems
 from qwen25_rl.data.synthetic import arithmetic_document, arithmetic_messages
 from qwen25_rl.models.tokenizer import build_tokenizer

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 
-from pretrain.prepare import batch_fingerprint
+from qwen25_rl.pretrain.prepare import batch_fingerprint
 from qwen25_rl.runs import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]

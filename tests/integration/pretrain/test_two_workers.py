@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pretrain.reference import reference_steps
+from qwen25_rl.pretrain.reference import reference_steps
 from qwen25_rl.training.schedule import PhaseSchedule
 from qwen25_rl.runs import read_metrics
 

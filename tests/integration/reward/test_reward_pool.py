@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from reward.config import RewardConfig
-from reward.pool import RewardPool
-from reward.registry import RewardSample
-from reward.scorer import RewardFailureError, RewardScorer, RewardSetupError
+from qwen25_rl.reward.config import RewardConfig
+from qwen25_rl.reward.pool import RewardPool
+from qwen25_rl.reward.registry import RewardSample
+from qwen25_rl.reward.scorer import RewardFailureError, RewardScorer, RewardSetupError
 
 PLUGIN = """
 import time
@@ -87,7 +87,7 @@ def test_pool_scores_a_batch_like_the_in_process_scorer(mixed_pool, mixed_cfg):
         want = scorer.score(samples)
     assert [(r.reward, r.breakdown, r.status) for r in got] == [(r.reward, r.breakdown, r.status) for r in want]
     # The math term is reward.math's verdict, and only on the gsm8k samples.
-    from reward.math import verify
+    from qwen25_rl.reward.math import verify
 
     for s, r in zip(samples, got):
         assert ("math" in r.breakdown) == (s.data_source == "gsm8k")

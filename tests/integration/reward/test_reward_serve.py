@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
-from reward.registry import RewardResult, RewardSample
-from reward.scorer import RewardScorer, combine
+from qwen25_rl.reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
+from qwen25_rl.reward.registry import RewardResult, RewardSample
+from qwen25_rl.reward.scorer import RewardScorer, combine
 
 
 def _port() -> int:
@@ -62,7 +62,7 @@ def rm_dir(tmp_path_factory, tiny_tokenizer):
 def endpoints(local_ray, rm_dir):
     from ray import serve
 
-    from reward.serve import deploy
+    from qwen25_rl.reward.serve import deploy
 
     port = _port()
     common = {"port": port, "num_cpus_per_replica": 0.5, "batch_wait_timeout_s": 0.05}
@@ -118,7 +118,7 @@ def test_bad_requests_get_400_with_the_reason(endpoints, body, message):
 
 
 def test_pool_calls_the_endpoint_as_a_reward(endpoints):
-    from reward.pool import RewardPool
+    from qwen25_rl.reward.pool import RewardPool
 
     cfg = RewardConfig.model_validate({
         "functions": [{"type": "reward_model", "name": "remote", "params": {"url": endpoints["reward"], "batch_size": 2}}],

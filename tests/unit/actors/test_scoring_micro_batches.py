@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from actors.policy import ReferenceWorker
+from qwen25_rl.actors.policy import ReferenceWorker
 from qwen25_rl.batch import TensorBatch
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pretrain.corpus import validate_messages
+from qwen25_rl.pretrain.corpus import validate_messages
 from qwen25_rl.data.synthetic import FILES, SyntheticSpec, write_synthetic_dataset
 
 SMALL = SyntheticSpec(arithmetic_train=120, arithmetic_heldout=30, code_train=40, code_heldout=10, multi_turn_fraction=0.3)

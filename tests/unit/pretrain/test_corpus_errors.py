@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pretrain.corpus import CorpusError, read_conversations, read_documents, read_source
+from qwen25_rl.pretrain.corpus import CorpusError, read_conversations, read_documents, read_source
 
 
 def _jsonl(path, rows):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pretrain.data_order import build_order, epoch_draws, mixture_counts, step_rows
+from qwen25_rl.pretrain.data_order import build_order, epoch_draws, mixture_counts, step_rows
 
 
 @settings(max_examples=200, deadline=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.flops import device_peak_tflops, matmul_params, train_flops_per_token
+from qwen25_rl.pretrain.flops import device_peak_tflops, matmul_params, train_flops_per_token
 from qwen25_rl.models import build_model, qwen2_config
 
 

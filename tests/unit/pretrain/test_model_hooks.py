@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrain.worker import LossFn, set_rope
+from qwen25_rl.pretrain.worker import LossFn, set_rope
 from qwen25_rl.models import build_model
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pretrain.packing import IGNORE, best_fit_bins, pack_documents, pack_samples, sample_labels
+from qwen25_rl.pretrain.packing import IGNORE, best_fit_bins, pack_documents, pack_samples, sample_labels
 
 EOS, PAD = 1, 0
 docs_strategy = st.lists(st.lists(st.integers(2, 50), min_size=0, max_size=40), min_size=1, max_size=12)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain.config import PretrainConfig, SFTConfig
+from qwen25_rl.pretrain.config import PretrainConfig, SFTConfig
 from qwen25_rl.config import ConfigError, load_config
 from qwen25_rl.paths import REPO_ROOT
 

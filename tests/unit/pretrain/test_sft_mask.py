@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pretrain.packing import IGNORE
-from pretrain.sft_data import ChatTemplateError, assistant_token_mask, build_samples
+from qwen25_rl.pretrain.packing import IGNORE
+from qwen25_rl.pretrain.sft_data import ChatTemplateError, assistant_token_mask, build_samples
 from qwen25_rl.models.tokenizer import DEFAULT_SYSTEM_PROMPT, build_tokenizer
 
 CONVERSATION = [

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from reward.code import check_asserts, check_humaneval, check_io, grade_asserts, grade_io, score_code
+from qwen25_rl.reward.code import check_asserts, check_humaneval, check_io, grade_asserts, grade_io, score_code
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root to run executions under their own uids")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reward.code_extract import called_names, extract_code, fenced_blocks
+from qwen25_rl.reward.code_extract import called_names, extract_code, fenced_blocks
 
 SOLUTION = "def add(a, b):\n    return a + b"
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from reward.code import grade_asserts, grade_humaneval
+from qwen25_rl.reward.code import grade_asserts, grade_humaneval
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")]
 
@@ -62,7 +62,7 @@ def plain_python_passes(problem: dict, completion: str) -> bool:
 
 @pytest.fixture(scope="module")
 def sb():
-    from sandboxes import Sandbox, SandboxConfig
+    from qwen25_rl.sandboxes import Sandbox, SandboxConfig
 
     s = Sandbox(SandboxConfig(slots=8))
     yield s

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from reward.math import MathStatus, score_math, symbolic_verdict
-from reward.math_extract import last_boxed
-from reward.math_normalize import comparison_key, normalize_answer, split_equation
+from qwen25_rl.reward.math import MathStatus, score_math, symbolic_verdict
+from qwen25_rl.reward.math_extract import last_boxed
+from qwen25_rl.reward.math_normalize import comparison_key, normalize_answer, split_equation
 
 
 def _rows(folder, name):

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from reward.math import extract_answer
-from reward.math_extract import find_answer, gold_answer_text, matching_braces
+from qwen25_rl.reward.math import extract_answer
+from qwen25_rl.reward.math_extract import find_answer, gold_answer_text, matching_braces
 
 
 @pytest.mark.parametrize(

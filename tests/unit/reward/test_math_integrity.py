@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from reward.math import MathStatus, score_math, verify
+from qwen25_rl.reward.math import MathStatus, score_math, verify
 
 B = "The final answer is $\\boxed{{{}}}$."
 

@@ -6,8 +6,8 @@ from fractions import Fraction
 
 import pytest
 
-from reward.math import fast_check, score_math
-from reward.math_normalize import (
+from qwen25_rl.reward.math import fast_check, score_math
+from qwen25_rl.reward.math_normalize import (
     Equation,
     comparison_key,
     e_notation_to_latex,

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from reward.math import MathStatus, MathVerifierPool
+from qwen25_rl.reward.math import MathStatus, MathVerifierPool
 
 # sympy works on this for minutes (expanding a 1000th power), in interruptible Python code.
 SLOW = ("\\boxed{(x+1)^{1000}}", "x^{1000}+1")
@@ -163,7 +163,7 @@ def test_worker_killed_while_idle_is_replaced_on_next_use():
 
 
 def test_interrupted_batch_does_not_leak_its_results_into_the_next(monkeypatch):
-    import reward.math_pool as math_pool
+    import qwen25_rl.reward.math_pool as math_pool
 
     with MathVerifierPool(num_workers=1, timeout_s=5.0) as p:
         assert p.score("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
@@ -200,7 +200,7 @@ def test_workers_die_with_a_killed_owner_process():
     script = textwrap.dedent(
         """
         import os, sys
-        from reward.math import MathVerifierPool
+        from qwen25_rl.reward.math import MathVerifierPool
         pool = MathVerifierPool(num_workers=2, timeout_s=60.0)
         pool.score_batch(["\\\\boxed{\\\\sqrt{8}}", "\\\\boxed{\\\\sqrt{2}}"], ["2\\\\sqrt2", "\\\\sqrt2"])
         print(" ".join(map(str, pool.process_ids())), flush=True)

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from reward.math import MathStatus, score_math, verify
+from qwen25_rl.reward.math import MathStatus, score_math, verify
 
 B = "The final answer is $\\boxed{{{}}}$."  # a typical model ending
 

@@ -10,11 +10,11 @@ import time
 import psutil
 import pytest
 
-from reward.config import RewardConfig
-from reward.isolation import ProcessRewardFunction
-from reward.plugins import PluginError, PluginSpec, detect_style, load_callable, load_plugin
-from reward.registry import RewardSample
-from reward.scorer import RewardScorer, RewardSetupError
+from qwen25_rl.reward.config import RewardConfig
+from qwen25_rl.reward.isolation import ProcessRewardFunction
+from qwen25_rl.reward.plugins import PluginError, PluginSpec, detect_style, load_callable, load_plugin
+from qwen25_rl.reward.registry import RewardSample
+from qwen25_rl.reward.scorer import RewardScorer, RewardSetupError
 
 
 def write(tmp_path, name: str, code: str) -> str:
@@ -45,7 +45,7 @@ def test_load_by_relative_file_path(tmp_path, monkeypatch):
 
 
 def test_load_by_module_name():
-    fn = load_callable("reward.shaping:overlong_penalty")
+    fn = load_callable("qwen25_rl.reward.shaping:overlong_penalty")
     assert fn(90, 100, 20) == -0.5
 
 
@@ -306,9 +306,9 @@ def test_process_isolation_child_dies_with_its_parent(tmp_path):
 
     path = write(tmp_path, "h6.py", HOSTILE)
     driver = write(tmp_path, "driver.py", f"""
-        from reward.isolation import ProcessRewardFunction
-        from reward.plugins import PluginSpec
-        from reward.registry import RewardSample
+        from qwen25_rl.reward.isolation import ProcessRewardFunction
+        from qwen25_rl.reward.plugins import PluginSpec
+        from qwen25_rl.reward.registry import RewardSample
         fn = ProcessRewardFunction(PluginSpec({path + ':f'!r}), "f")
         print(fn.pids()[0], flush=True)
         fn.score_batch([RewardSample(response="loop")], timeout_s=600)

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from reward.config import MathParams, RewardConfig
-from reward.registry import (
+from qwen25_rl.reward.config import MathParams, RewardConfig
+from qwen25_rl.reward.registry import (
     REWARDS,
     FunctionOutcome,
     RewardOutput,
@@ -22,7 +22,7 @@ from reward.registry import (
     get_reward,
     register_reward,
 )
-from reward.scorer import RewardFailureError, RewardScorer, apply_failure_policy, combine, summarize
+from qwen25_rl.reward.scorer import RewardFailureError, RewardScorer, apply_failure_policy, combine, summarize
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_one_decorated_function_adds_a_reward_with_params(scratch_reward):
 
 
 def test_bounded_reward_runs_inline_and_its_exceptions_are_errors(scratch_reward):
-    from reward.registry import InlineRewardFunction
+    from qwen25_rl.reward.registry import InlineRewardFunction
 
     @scratch_reward("test_bounded", bounded=True)
     def picky(sample):
@@ -122,7 +122,7 @@ def test_a_name_cannot_be_registered_twice(scratch_reward):
 
 def test_config_imports_register_rewards_from_user_modules(tmp_path, monkeypatch):
     (tmp_path / "my_rewards_mod.py").write_text(textwrap.dedent("""
-        from reward.registry import register_reward
+        from qwen25_rl.reward.registry import register_reward
 
         @register_reward("test_from_import")
         def exclaim(sample, *, mark: str = "!"):
@@ -151,7 +151,7 @@ def test_duplicate_function_labels_are_rejected():
 def test_math_params_mirror_the_verifier_pool_arguments():
     import inspect
 
-    from reward.math_pool import MathVerifierPool
+    from qwen25_rl.reward.math_pool import MathVerifierPool
 
     sig = inspect.signature(MathVerifierPool.__init__).parameters
     assert MathParams().memory_mb == sig["memory_mb"].default
@@ -161,8 +161,8 @@ def test_math_params_mirror_the_verifier_pool_arguments():
 def test_sandbox_params_mirror_the_sandbox_dataclasses():
     import dataclasses
 
-    from reward.config import SandboxLimitsParams, SandboxParams
-    from sandboxes.config import Limits, SandboxConfig
+    from qwen25_rl.reward.config import SandboxLimitsParams, SandboxParams
+    from qwen25_rl.sandboxes.config import Limits, SandboxConfig
 
     assert set(SandboxParams.model_fields) == {f.name for f in dataclasses.fields(SandboxConfig)}
     assert set(SandboxLimitsParams.model_fields) == {f.name for f in dataclasses.fields(Limits)}
@@ -381,9 +381,9 @@ def test_a_slow_wrong_program_scores_zero_graded_and_its_group_is_kept():
 
 
 def test_the_code_reward_deadline_follows_the_sandbox_budget_of_each_sample():
-    from reward.builtins import code_sample_seconds
-    from reward.code import max_grading_seconds
-    from reward.config import CodeParams
+    from qwen25_rl.reward.builtins import code_sample_seconds
+    from qwen25_rl.reward.code import max_grading_seconds
+    from qwen25_rl.reward.config import CodeParams
 
     p = CodeParams(per_test_timeout_s=5.0)
     three, thirty = ["assert f(1) == 1"] * 3, ["assert f(1) == 1"] * 30

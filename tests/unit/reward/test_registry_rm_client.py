@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from reward.rm_client import HTTPRewardFunction, RewardModelParams
-from reward.registry import RewardSample
+from qwen25_rl.reward.rm_client import HTTPRewardFunction, RewardModelParams
+from qwen25_rl.reward.registry import RewardSample
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from qwen25_rl.config import ConfigError
-from reward.config import RewardConfig
-from reward.registry import RewardSample
-from reward.scorer import RewardScorer
-from reward.shaping import find_boxed, has_boxed, has_think_format, overlong_penalty
+from qwen25_rl.reward.config import RewardConfig
+from qwen25_rl.reward.registry import RewardSample
+from qwen25_rl.reward.scorer import RewardScorer
+from qwen25_rl.reward.shaping import find_boxed, has_boxed, has_think_format, overlong_penalty
 
 
 def score_one(functions: list[dict], **sample) -> tuple:

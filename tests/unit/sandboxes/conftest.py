@@ -11,7 +11,7 @@ import pytest
 def sandbox():
     if os.geteuid() != 0:
         pytest.skip("the sandbox needs root to run executions under their own uids")
-    from sandboxes import Limits, Sandbox, SandboxConfig
+    from qwen25_rl.sandboxes import Limits, Sandbox, SandboxConfig
 
     sb = Sandbox(SandboxConfig(limits=Limits(timeout_s=10)))
     yield sb

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from sandboxes import harness
+from qwen25_rl.sandboxes import harness
 
 
 class AlwaysEqual:

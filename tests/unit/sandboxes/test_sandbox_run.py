@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from sandboxes import IsolationUnavailable, Limits, Sandbox, SandboxConfig, Status, run_python
+from qwen25_rl.sandboxes import IsolationUnavailable, Limits, Sandbox, SandboxConfig, Status, run_python
 
 
 def test_stdin_in_stdout_out(sandbox):
@@ -140,7 +140,7 @@ def test_cpu_time_counts_the_whole_tree(sandbox):
 
 
 def test_without_root_the_uid_layer_is_missing_and_named(monkeypatch):
-    from sandboxes import isolation
+    from qwen25_rl.sandboxes import isolation
 
     monkeypatch.setattr(isolation.os, "geteuid", lambda: 1000)
     with pytest.raises(IsolationUnavailable, match="uid") as e:
@@ -151,7 +151,7 @@ def test_without_root_the_uid_layer_is_missing_and_named(monkeypatch):
 def test_an_architecture_without_a_seccomp_table_is_missing_seccomp(monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    from sandboxes import seccomp
+    from qwen25_rl.sandboxes import seccomp
 
     monkeypatch.setattr(seccomp, "machine_arch", lambda: "riscv64")
     with pytest.raises(IsolationUnavailable, match="seccomp") as e:
@@ -160,7 +160,7 @@ def test_an_architecture_without_a_seccomp_table_is_missing_seccomp(monkeypatch)
 
 
 def test_a_sandbox_that_cannot_start_is_sandbox_error_with_bwraps_reason(sandbox, monkeypatch):
-    from sandboxes import isolation
+    from qwen25_rl.sandboxes import isolation
 
     orig = isolation.Layout.command
 

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from sandboxes import seccomp
+from qwen25_rl.sandboxes import seccomp
 
 CLONE_NEWUSER = 0x10000000
 CLONE_THREAD_FLAGS = 0x003D0F00  # what glibc passes for pthread_create

@@ -7,11 +7,11 @@ import subprocess
 import sys
 import time
 
-from sandboxes.slots import UidLeases, pids_of_uid, process_uids
+from qwen25_rl.sandboxes.slots import UidLeases, pids_of_uid, process_uids
 
 HOLD = """
 import sys, time
-from sandboxes.slots import UidLeases
+from qwen25_rl.sandboxes.slots import UidLeases
 leases = UidLeases(sys.argv[1], 5000, 2, window=2)
 held = [leases.acquire(time.monotonic() + 1) for _ in range(2)]
 print(sorted(l.uid for l in held), flush=True)
@@ -61,7 +61,7 @@ def test_process_scan_reads_real_uids():
 WORKER = """
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from sandboxes import Sandbox, SandboxConfig
+from qwen25_rl.sandboxes import Sandbox, SandboxConfig
 sb = Sandbox(SandboxConfig(slots=6, uid_count=12))
 code = "import os, time\\nprint(os.getuid())\\ntime.sleep(0.3)"
 with ThreadPoolExecutor(6) as ex:
