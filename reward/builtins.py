@@ -1,31 +1,65 @@
-"""The built-in rewards: `math`, `code` and `custom` are registered here; `format` and
-`length` in reward.shaping; `reward_model` in reward.rm_client.
+"""The built-in rewards `custom`, `math` and `code`, each beside its parameters (the YAML
+`params:` of a function of that type). `format` and `length` live in reward.shaping,
+`reward_model` in reward.rm_client; reward.catalog imports them all.
 
 `math` and `code` are thin: the verifier (reward.math) and the code grader (reward.code with
 sandboxes/) do the work and enforce their own deadlines; they are imported when such a
-reward is built, so loading the registry stays cheap.
+reward is built, so loading the catalog stays cheap.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import time
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, Literal
 
-from qwen25_rl.reward import rm_client, shaping  # noqa: F401  (register format, length, reward_model)
-from qwen25_rl.reward.config import CodeParams, CustomParams, MathParams
-from qwen25_rl.reward.registry import (
-    FunctionOutcome,
-    RewardFunction,
-    RewardOutput,
-    RewardSample,
-    ThreadedRewardFunction,
-    register_reward_factory,
-)
+from pydantic import Field, field_validator
+
+from qwen25_rl.reward.deadlines import TimedOut, run_with_deadlines
+from qwen25_rl.reward.registry import Section, ThreadedRewardFunction, register_reward_factory
+from qwen25_rl.reward.types import FunctionOutcome, RewardFunction, RewardOutput, RewardSample
+from qwen25_rl.sandboxes.config import SandboxConfig
 
 # ---------------------------------------------------------------------------------------------
 # custom
+
+
+class CustomParams(Section):
+    """`custom`: your own function, `path/to/file.py:fn` or `package.module:fn`.
+
+    style: auto (from parameter names) | sample | verl | trl | openrlhf (see reward.plugins).
+    isolation: process (default) runs it in child processes killed at the per-sample deadline
+    (hard limit, survives infinite loops); thread runs it in the reward worker itself (faster,
+    but a hung call only gets marked as timed out, never stopped).
+    """
+
+    path: str
+    style: Literal["auto", "sample", "verl", "trl", "openrlhf"] = "auto"
+    # Name under which `sample.answer` reaches trl-style functions as a column.
+    answer_column: str = "answer"
+    # trl style: pass prompts/completions as chat messages (TRL's conversational format,
+    # what trl.rewards functions expect) instead of plain strings.
+    conversational: bool = False
+    isolation: Literal["process", "thread"] = "process"
+    processes: int = Field(default=1, ge=1)
+    # Samples per call for the batch styles (trl, openrlhf); per-sample styles get one.
+    batch_size: int = Field(default=16, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _resolvable(cls, v: str) -> str:
+        # Existence is checked now and the path made absolute, so workers whose current
+        # folder differs (Ray actors, Serve replicas) find the same file. Nothing is imported
+        # yet: that happens when the scorer starts (still before the first step). On a
+        # multi-node cluster the file must exist at that path on every node (a shared
+        # folder), or use the 'package.module:fn' form with the package installed there.
+        from qwen25_rl.reward.plugins import resolve_spec
+
+        return resolve_spec(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reward section
 
 
 class InlinePluginFunction:
@@ -42,20 +76,17 @@ class InlinePluginFunction:
         self._runner = ThreadedRewardFunction(lambda batch: batch, self.name, p.processes)
 
     def score_batch(self, samples: list[RewardSample], timeout_s: float) -> list[FunctionOutcome]:
-        pool = self._runner._pool()
-        bs, c = self.batch_size, self._runner.concurrency
+        bs = self.batch_size
         chunks = [samples[i : i + bs] for i in range(0, len(samples), bs)]
-        futures = [pool.submit(self.plugin.score, chunk, timeout_s) for chunk in chunks]
+        jobs = [functools.partial(self.plugin.score, chunk, timeout_s) for chunk in chunks]
         out: list[FunctionOutcome] = []
-        start = time.monotonic()
-        for i, (chunk, fut) in enumerate(zip(chunks, futures)):
-            # chunk i starts after at most i // c earlier rounds of (bs samples x timeout_s)
-            deadline = start + timeout_s * bs * (i // c + 1)
-            try:
-                out.extend(fut.result(timeout=max(0.0, deadline - time.monotonic())))
-            except FutureTimeout:
+        for chunk, result in zip(
+            chunks, run_with_deadlines(self._runner.pool(), self._runner.concurrency, jobs, [timeout_s * len(c) for c in chunks])
+        ):
+            if isinstance(result, TimedOut):
                 msg = f"custom reward {self.name!r} did not finish within {timeout_s:g} s per sample (isolation: thread, so it still runs)"
-                out.extend([FunctionOutcome.failed("timeout", msg)] * len(chunk))
+                result = [FunctionOutcome.failed("timeout", msg)] * len(chunk)
+            out.extend(result)
         return out
 
     def close(self) -> None:
@@ -77,6 +108,23 @@ def build_custom(p: CustomParams) -> RewardFunction:
 
 # ---------------------------------------------------------------------------------------------
 # math
+
+
+class MathParams(Section):
+    """`math`: verify the response's final answer against the gold answer (reward.math).
+
+    1.0 when equivalent, 0.0 when not. The per-sample deadline is the function's `timeout_s`;
+    verification runs in `processes` worker processes that are killed at that deadline and
+    replaced (sympy can run for minutes on hostile input), and a sample that hits it is a
+    timeout, not a 0.
+    """
+
+    # "the last number in the text" as a last-resort extraction (opt-in: it rewards guessing).
+    fallback_last_number: bool = False
+    # Verification processes per reward worker (MathVerifierPool num_workers).
+    processes: int = Field(default=1, ge=1)
+    # Address-space cap of one verification process (MathVerifierPool memory_mb); null: none.
+    memory_mb: int | None = Field(default=2048, gt=0)
 
 
 class MathRewardFunction:
@@ -106,7 +154,9 @@ class MathRewardFunction:
             if isinstance(gold, (int, float)) and not isinstance(gold, bool):
                 gold = str(gold)  # a JSON number from a dataset column
             if not isinstance(gold, str) or not gold.strip():
-                out[i] = FunctionOutcome.failed("error", f"math reward needs the gold answer as text in sample.answer, got {type(gold).__name__} {str(gold)[:80]!r}")
+                out[i] = FunctionOutcome.failed(
+                    "error", f"math reward needs the gold answer as text in sample.answer, got {type(gold).__name__} {str(gold)[:80]!r}"
+                )
             else:
                 idx.append(i)
                 golds.append(gold)
@@ -133,6 +183,30 @@ def build_math(p: MathParams) -> RewardFunction:
 
 # ---------------------------------------------------------------------------------------------
 # code
+
+
+class CodeParams(Section):
+    """`code`: extract the program from the response and run the sample's tests against it in
+    the sandbox (reward.code.score_code).
+
+    `answer` of a sample: a HumanEval problem (prompt, test, entry_point), an MBPP row
+    (test_list, test_setup_code), an APPS dict (inputs, outputs, fn_name), a list of
+    stdin/stdout cases `{"input", "output"}`, a list of assert lines, or any of these as a
+    JSON string. The reward is the fraction of tests passed (`mode: fraction`) or 1/0
+    (`mode: all`). A program that exceeds a test's limit fails that test. Each sample's
+    deadline is the sandbox's own budget for its tests (reward.code.max_grading_seconds: every
+    test at its limit, plus start-up and clean-up), so a slow program is graded 0, never a
+    reward timeout; the function's `timeout_s` can only lengthen it.
+    """
+
+    mode: Literal["fraction", "all"] = "fraction"
+    # Time limit of one test (reward.code's timeout_s): a program that exceeds it fails that test.
+    per_test_timeout_s: float = Field(default=5.0, gt=0)
+    # Samples graded at once per reward worker (each holds a sandbox slot while it runs).
+    concurrency: int = Field(default=4, ge=1)
+    # The sandbox's own settings (sandboxes.config.SandboxConfig and its Limits), validated from
+    # their one definition: unknown keys and out-of-range values are errors naming the key.
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
 def _code_tests(s: RewardSample) -> Any:
@@ -170,7 +244,7 @@ class CodeRewardFunction:
         self.p = p
         # Created now: a host without the required isolation layers fails at start-up
         # (IsolationUnavailable names them), not at the first code sample.
-        self.sandbox = Sandbox(p.sandbox.to_sandbox_config())
+        self.sandbox = Sandbox(p.sandbox)
         # No more threads than sandbox slots: a sample waiting for a slot would eat into its
         # deadline, which only covers the sandbox's own limit.
         self._runner = ThreadedRewardFunction(self._score_one, "code", min(p.concurrency, self.sandbox.slots))

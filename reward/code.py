@@ -77,9 +77,15 @@ class CodeScore:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "score": self.score, "passed": self.passed, "total": self.total, "status": self.status,
-            "kind": self.kind, "error": self.error, "tests": self.tests,
-            "exec_status": self.exec_status, "wall_s": self.wall_s,
+            "score": self.score,
+            "passed": self.passed,
+            "total": self.total,
+            "status": self.status,
+            "kind": self.kind,
+            "error": self.error,
+            "tests": self.tests,
+            "exec_status": self.exec_status,
+            "wall_s": self.wall_s,
         }
 
 
@@ -197,7 +203,9 @@ def grade_asserts(
     return _from_calls("asserts", v, mode, code, split=False)
 
 
-def check_asserts(code: str, tests: list[str], setup_code: str = "", *, mode: str = "fraction", timeout_s: float = DEFAULT_TEST_TIMEOUT_S) -> float:
+def check_asserts(
+    code: str, tests: list[str], setup_code: str = "", *, mode: str = "fraction", timeout_s: float = DEFAULT_TEST_TIMEOUT_S
+) -> float:
     """Fraction of the assert statements in `tests` that hold for `code` (MBPP style)."""
     return grade_asserts(code, tests, setup_code=setup_code, mode=mode, timeout_s=timeout_s).score
 

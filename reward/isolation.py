@@ -26,9 +26,9 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from qwen25_rl.reward.plugins import PluginError, PluginSpec
 from qwen25_rl import child_process_env
-from qwen25_rl.reward.registry import FunctionOutcome, RewardSample
+from qwen25_rl.reward.plugins import PluginError, PluginSpec
+from qwen25_rl.reward.types import FunctionOutcome, RewardSample
 
 STARTUP_TIMEOUT_S = 120.0
 
@@ -139,7 +139,9 @@ class ProcessRewardFunction:
                     del running[i]
                 elif time.monotonic() >= deadline:
                     for j in idx:
-                        out[j] = FunctionOutcome.failed("timeout", f"custom reward {self.name!r} did not finish within {timeout_s:g} s; its process was killed")
+                        out[j] = FunctionOutcome.failed(
+                            "timeout", f"custom reward {self.name!r} did not finish within {timeout_s:g} s; its process was killed"
+                        )
                     self._replace(i)
                     del running[i]
         return out  # type: ignore[return-value]
@@ -188,7 +190,9 @@ def _child_main(fd: int, parent_pid: int) -> None:
     try:
         plugin = PluginReward(spec)
     except BaseException as e:
-        conn.send(("error", str(e) if isinstance(e, PluginError) else f"custom reward {spec.path!r}: loading failed: {type(e).__name__}: {e}"))
+        conn.send(
+            ("error", str(e) if isinstance(e, PluginError) else f"custom reward {spec.path!r}: loading failed: {type(e).__name__}: {e}")
+        )
         return
     conn.send(("ready", {"batched": plugin.batched, "style": plugin.style}))
     while True:

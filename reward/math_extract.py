@@ -234,10 +234,8 @@ def _hash_answer(text: str) -> tuple[int, str] | None:
 
 
 def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
-    last = None
-    for last in pattern.finditer(text):
-        pass
-    return last
+    matches = list(pattern.finditer(text))
+    return matches[-1] if matches else None
 
 
 def _words_outside_math(text: str) -> int:
@@ -284,7 +282,7 @@ def _phrase_answer(rest: str) -> str | None:
 
 
 def _unwrap_box(inner: str) -> str:
-    """"\\boxed{\\boxed{5}}" and "\\boxed{$5$}" occur in model output: the innermost answer."""
+    """ "\\boxed{\\boxed{5}}" and "\\boxed{$5$}" occur in model output: the innermost answer."""
     inner = inner.strip()
     while inner.startswith(("\\boxed", "\\fbox")):
         again = last_boxed(inner)
@@ -295,7 +293,7 @@ def _unwrap_box(inner: str) -> str:
 
 
 def _labelled_span(text: str) -> str | None:
-    """"Answer $9$", "Result: \\[ x = 2 \\]": one math span and at most two words around it
+    """ "Answer $9$", "Result: \\[ x = 2 \\]": one math span and at most two words around it
     (a label, not prose) is that span's content."""
     if len(text) > 4 * MAX_BARE_ANSWER_CHARS:
         return None

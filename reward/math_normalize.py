@@ -100,7 +100,9 @@ _DECORATION = re.compile(r"\\(?:left|right|middle|[Bb]igg?[lrm]?)(?![A-Za-z])|\\
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|(?<=\d)\s*\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|\^\{\\text\{o\}\}")
 _PERCENT = re.compile(r"(?:\\?%|\\text\{\s*percent\s*\}|\bpercent)$")
 # Trailing unit text: "\text{ cm}", "\mbox{ inches}^2", "\text{ dollars}".
-_UNIT_TEXT = re.compile(r"\\(?:text|mbox|mathrm|textrm|textnormal|textbf|textit|textsf|texttt)\{\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*\{?\d\}?)?\s*$")
+_UNIT_TEXT = re.compile(
+    r"\\(?:text|mbox|mathrm|textrm|textnormal|textbf|textit|textsf|texttt)\{\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*\{?\d\}?)?\s*$"
+)
 # Trailing unit words after a plain number: "18 dollars", "864 square inches", "20 km/h".
 _UNIT_WORDS = re.compile(r"^(.*?\d)\s+[A-Za-z]{2,}(?:[ /][A-Za-z]+)*\.?(?:\s*\^\s*\{?\d\}?)?$")
 
@@ -188,7 +190,7 @@ _APPROX = re.compile(r"\\approx(?![A-Za-z])")
 
 
 def _top_level_splits(s: str, at) -> list[int]:
-    """Indices i where at(s, i) holds outside (), [], {} and set braces \{ \}."""
+    r"""Indices i where at(s, i) holds outside (), [], {} and set braces \{ \}."""
     out, depth, i, n = [], 0, 0, len(s)
     while i < n:
         c = s[i]
@@ -269,7 +271,7 @@ def answer_form(normalized: str) -> tuple[Equation, ...]:
 
 
 def is_multi_valued(normalized: str) -> bool:
-    """Does a (gold) answer hold several values? A list ("1, 2", "1 and 2"; "1,000" is one
+    r"""Does a (gold) answer hold several values? A list ("1, 2", "1 and 2"; "1,000" is one
     number), a set \{..\} of several, \pm / \mp, a union."""
     if re.search(r"\\(?:pm|mp|cup)(?![A-Za-z])", normalized):
         return True
@@ -295,13 +297,36 @@ _HEDGE_WORDS = frozenset(
     "instead wrong incorrect false never cannot isnt isn't unsure guess".split()
 )
 _HEDGE_COMMANDS = {
-    "neg": "not", "lnot": "not", "not": "not", "ne": "neq", "neq": "neq", "notin": "notin",
-    "nless": "nless", "ngtr": "ngtr", "nleq": "nleq", "ngeq": "ngeq", "nleqslant": "nleq", "ngeqslant": "ngeq",
-    "to": "to", "rightarrow": "to", "longrightarrow": "to", "Rightarrow": "implies", "Longrightarrow": "implies",
-    "implies": "implies", "impliedby": "impliedby", "Leftarrow": "impliedby", "leftarrow": "from", "gets": "from",
-    "iff": "iff", "Leftrightarrow": "iff", "leftrightarrow": "iff", "Longleftrightarrow": "iff",
-    "mapsto": "to", "lor": "or", "vee": "or",
-}  # fmt: skip
+    "neg": "not",
+    "lnot": "not",
+    "not": "not",
+    "ne": "neq",
+    "neq": "neq",
+    "notin": "notin",
+    "nless": "nless",
+    "ngtr": "ngtr",
+    "nleq": "nleq",
+    "ngeq": "ngeq",
+    "nleqslant": "nleq",
+    "ngeqslant": "ngeq",
+    "to": "to",
+    "rightarrow": "to",
+    "longrightarrow": "to",
+    "Rightarrow": "implies",
+    "Longrightarrow": "implies",
+    "implies": "implies",
+    "impliedby": "impliedby",
+    "Leftarrow": "impliedby",
+    "leftarrow": "from",
+    "gets": "from",
+    "iff": "iff",
+    "Leftrightarrow": "iff",
+    "leftrightarrow": "iff",
+    "Longleftrightarrow": "iff",
+    "mapsto": "to",
+    "lor": "or",
+    "vee": "or",
+}
 _COMMAND = re.compile(r"\\([A-Za-z]+)")
 _ANY_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]+(?:'[a-z]+)?")
 

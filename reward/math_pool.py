@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from qwen25_rl import child_process_env
-from qwen25_rl.reward.math import DEFAULT_TIMEOUT_S, MathScore, MathStatus, SymbolicCheck, fast_check
+from qwen25_rl.reward.math_check import DEFAULT_TIMEOUT_S, MathScore, MathStatus, SymbolicCheck, fast_check
 
 # Address-space cap of one worker: sympy building a giant integer or expression gets a
 # MemoryError instead of pushing a shared machine into swap or the OOM killer.

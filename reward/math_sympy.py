@@ -230,9 +230,7 @@ def _same(gold_expr, pred_expr, gold_text: str, pred_text: str) -> bool:
     # allow_set_relation_comp: "1 < x \le 3" answers "(1, 3]" (math-verify only compares a
     # relation with a set when the *prediction* is the set).
     return bool(
-        mv_verify(
-            gold_expr, pred_expr, float_rounding=CONTAINER_FLOAT_ROUNDING, timeout_seconds=None, allow_set_relation_comp=True
-        )
+        mv_verify(gold_expr, pred_expr, float_rounding=CONTAINER_FLOAT_ROUNDING, timeout_seconds=None, allow_set_relation_comp=True)
     )
 
 

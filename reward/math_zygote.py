@@ -51,7 +51,7 @@ def _limit_memory(memory_mb: int) -> None:
 
 
 def worker_loop(conn: Connection) -> None:
-    from qwen25_rl.reward.math import symbolic_verdict
+    from qwen25_rl.reward.math_check import symbolic_verdict
 
     while True:
         try:

@@ -37,14 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from qwen25_rl.reward.registry import FunctionOutcome, RewardSample, coerce_output, describe_exception
+from qwen25_rl.errors import UserValueError
+from qwen25_rl.reward.types import FunctionOutcome, RewardSample, coerce_output, describe_exception
 
 Style = Literal["auto", "sample", "verl", "trl", "openrlhf"]
 STYLES = ("sample", "verl", "trl", "openrlhf")
 BATCH_STYLES = ("trl", "openrlhf")
 
 
-class PluginError(ValueError):
+class PluginError(UserValueError):
     """A custom reward cannot be used: bad path, failed import, missing name or bad signature."""
 
 
@@ -58,7 +59,9 @@ def split_spec(spec: str) -> tuple[str, str, bool]:
         raise PluginError(f"custom reward {spec!r}: expected 'path/to/file.py:function' or 'package.module:function'")
     where, _, name = spec.rpartition(":")
     if not where or not name or not name.isidentifier():
-        raise PluginError(f"custom reward {spec!r}: expected 'path/to/file.py:function' or 'package.module:function' (function must be a Python name)")
+        raise PluginError(
+            f"custom reward {spec!r}: expected 'path/to/file.py:function' or 'package.module:function' (function must be a Python name)"
+        )
     is_file = where.endswith(".py") or "/" in where or os.sep in where
     return where, name, is_file
 
@@ -73,7 +76,10 @@ def resolve_spec(spec: str, base_dir: str | Path | None = None) -> str:
             p = Path(base_dir or os.getcwd()) / p
         p = p.resolve()
         if not p.is_file():
-            raise PluginError(f"custom reward {spec!r}: file {p} not found" + ("" if Path(where).is_absolute() else f" (relative paths are taken from {base_dir or os.getcwd()})"))
+            raise PluginError(
+                f"custom reward {spec!r}: file {p} not found"
+                + ("" if Path(where).is_absolute() else f" (relative paths are taken from {base_dir or os.getcwd()})")
+            )
         return f"{p}:{name}"
     try:
         found = importlib.util.find_spec(where)
@@ -122,8 +128,14 @@ def load_callable(spec: str, base_dir: str | Path | None = None) -> Callable:
             tb = "".join(traceback.format_exception_only(type(e), e)).strip()
             raise PluginError(f"importing module {where!r} for custom reward {spec!r} failed: {tb}") from e
     if not hasattr(module, name):
-        names = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == module.__name__)
-        raise PluginError(f"custom reward {spec!r}: {where} has no attribute {name!r}; functions defined there: {', '.join(names) or '(none)'}")
+        names = sorted(
+            k
+            for k, v in vars(module).items()
+            if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
+        raise PluginError(
+            f"custom reward {spec!r}: {where} has no attribute {name!r}; functions defined there: {', '.join(names) or '(none)'}"
+        )
     fn = getattr(module, name)
     if not callable(fn):
         raise PluginError(f"custom reward {spec!r}: {name!r} is a {type(fn).__name__}, not a function")
@@ -226,7 +238,9 @@ class PluginReward:
             _check_binds(fn, style, ([], [], []), {})
         elif style == "trl":
             names = {p.name for p in self._named}
-            if "completion_ids" in names and not any(p.name == "completion_ids" and p.default is not inspect.Parameter.empty for p in self._named):
+            if "completion_ids" in names and not any(
+                p.name == "completion_ids" and p.default is not inspect.Parameter.empty for p in self._named
+            ):
                 raise PluginError(f"{_describe_fn(fn)} needs completion_ids, which the reward pool does not have (it scores text)")
             if "completions" not in names and not self._var_kw:
                 raise PluginError(f"{_describe_fn(fn)} cannot be called in the 'trl' style: it has no 'completions' parameter")

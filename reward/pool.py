@@ -27,8 +27,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from qwen25_rl.reward.catalog import get_reward
 from qwen25_rl.reward.config import RewardConfig
-from qwen25_rl.reward.registry import RewardResult, RewardSample, get_reward
 from qwen25_rl.reward.scorer import (
     RewardFailureError,
     RewardScorer,
@@ -39,6 +39,7 @@ from qwen25_rl.reward.scorer import (
     combine,
     summarize,
 )
+from qwen25_rl.reward.types import RewardResult, RewardSample
 
 log = logging.getLogger("reward.pool")
 
@@ -110,9 +111,13 @@ class RewardPool:
             self.shutdown()
             hint = ""
             if free < need:
-                hint = (f"; the cluster has {free:g} CPUs free and each worker asks for {need:g} "
-                        "(pool.num_cpus_per_worker): lower it, or free CPUs")
-            raise RewardSetupError(f"reward workers did not start within {self.cfg.pool.startup_timeout_s:g} s (pool.startup_timeout_s){hint}") from None
+                hint = (
+                    f"; the cluster has {free:g} CPUs free and each worker asks for {need:g} "
+                    "(pool.num_cpus_per_worker): lower it, or free CPUs"
+                )
+            raise RewardSetupError(
+                f"reward workers did not start within {self.cfg.pool.startup_timeout_s:g} s (pool.startup_timeout_s){hint}"
+            ) from None
         except ray.exceptions.RayActorError as e:
             self.shutdown()
             cause = getattr(e, "cause", None) or e
@@ -190,7 +195,9 @@ class RewardPool:
                         running.pop(ref)
                         busy.discard(w)
                         waited = self._chunk_deadline([samples[j] for j in idx])
-                        self._fail_chunk(results, idx, "timeout", f"reward worker did not answer within {waited:.0f} s; it was killed and replaced")
+                        self._fail_chunk(
+                            results, idx, "timeout", f"reward worker did not answer within {waited:.0f} s; it was killed and replaced"
+                        )
                         self._replace(w, f"no answer for {len(idx)} samples within the backstop deadline")
         final: list[RewardResult] = results  # type: ignore[assignment]
         final = apply_failure_policy(samples, final, self.cfg.pool.on_failure, self.cfg, raise_on_fail=False)
@@ -244,7 +251,7 @@ class RewardPool:
                 pass
         self.workers = []
 
-    def __enter__(self) -> "RewardPool":
+    def __enter__(self) -> RewardPool:
         return self
 
     def __exit__(self, *exc) -> None:

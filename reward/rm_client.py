@@ -27,7 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qwen25_rl.reward.registry import FunctionOutcome, RewardSample, register_reward_factory
+from qwen25_rl.reward.registry import register_reward_factory
+from qwen25_rl.reward.types import FunctionOutcome, RewardSample
 
 
 class RewardModelParams(BaseModel):
@@ -116,11 +117,13 @@ class HTTPRewardFunction:
             try:
                 results = post_samples(self.p.url, samples, left, self.p.headers)
                 return [outcome_from_result(r, self.p.url) for r in results]
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 return [FunctionOutcome.failed("timeout", f"{self.p.url} did not answer within {timeout_s:g} s per sample")] * len(samples)
             except urllib.error.URLError as e:
                 if isinstance(e.reason, (socket.timeout, TimeoutError)):
-                    return [FunctionOutcome.failed("timeout", f"{self.p.url} did not answer within {timeout_s:g} s per sample")] * len(samples)
+                    return [FunctionOutcome.failed("timeout", f"{self.p.url} did not answer within {timeout_s:g} s per sample")] * len(
+                        samples
+                    )
                 err = f"cannot reach {self.p.url}: {e.reason}"
                 retry = True
             except EndpointError as e:

@@ -16,20 +16,22 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen25_rl.errors import UserError, UserValueError
+from qwen25_rl.reward.catalog import get_reward
 from qwen25_rl.reward.config import RewardConfig, RewardFunctionConfig
-from qwen25_rl.reward.registry import FunctionOutcome, RewardFunction, RewardResult, RewardSample, describe_exception, get_reward
+from qwen25_rl.reward.types import FunctionOutcome, RewardFunction, RewardResult, RewardSample, describe_exception
 
 log = logging.getLogger("reward")
 
 
-class RewardSetupError(ValueError):
+class RewardSetupError(UserValueError):
     """A configured reward could not be built (bad plugin, missing module, bad params)."""
 
 
-class RewardFailureError(RuntimeError):
+class RewardFailureError(UserError, RuntimeError):
     """The failure policy says stop: carries the batch statistics with the first examples."""
 
-    def __init__(self, message: str, stats: "RewardStats"):
+    def __init__(self, message: str, stats: RewardStats):
         super().__init__(message)
         self.stats = stats
 
@@ -92,7 +94,7 @@ class RewardScorer:
                 log.exception("closing a reward function failed")
         self.functions = []
 
-    def __enter__(self) -> "RewardScorer":
+    def __enter__(self) -> RewardScorer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -145,7 +147,9 @@ def combine(sample: RewardSample, outcomes: dict[str, FunctionOutcome], cfg: Rew
             errors.append(f"{label}: {o.error}")
     if not breakdown:
         return RewardResult(
-            None, {}, "error",
+            None,
+            {},
+            "error",
             f"no reward function applies to data_source {sample.data_source!r} "
             f"(functions: {', '.join(f.label + ' ' + str(f.data_sources or 'all') for f in cfg.functions)})",
         )
@@ -271,12 +275,14 @@ def summarize(samples: list[RewardSample], results: list[RewardResult], cfg: Rew
         if len(st.examples) >= max_examples:
             break
         if r.status != "ok":
-            st.examples.append({
-                "sample_id": s.sample_id if s.sample_id is not None else i,
-                "group_id": s.group_id,
-                "functions": list(r.failed_functions),
-                "status": r.status,
-                "error": r.error,
-                "response_head": s.response[:120],
-            })
+            st.examples.append(
+                {
+                    "sample_id": s.sample_id if s.sample_id is not None else i,
+                    "group_id": s.group_id,
+                    "functions": list(r.failed_functions),
+                    "status": r.status,
+                    "error": r.error,
+                    "response_head": s.response[:120],
+                }
+            )
     return st

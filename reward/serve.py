@@ -25,8 +25,9 @@ from typing import Any
 
 from ray import serve
 
-from qwen25_rl.reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
-from qwen25_rl.reward.registry import RewardResult, RewardSample
+from qwen25_rl.reward.config import RewardConfig
+from qwen25_rl.reward.serve_config import RewardModelServeConfig, ServeConfig
+from qwen25_rl.reward.types import RewardResult, RewardSample
 
 log = logging.getLogger("reward.serve")
 
@@ -72,7 +73,9 @@ class RewardModelScorer:
         mb = self.cfg.micro_batch_size
         for i in range(0, len(samples), mb):
             texts = [self.text(s) for s in samples[i : i + mb]]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length, add_special_tokens=False)
+            enc = self.tokenizer(
+                texts, return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length, add_special_tokens=False
+            )
             with torch.inference_mode():
                 logits = self.model(**enc).logits
             out.extend(logits[:, 0].float().tolist())
@@ -116,7 +119,15 @@ def _num_samples(pieces: list[list[RewardSample]]) -> int:
 class RewardService:
     """The Serve deployment body (wrapped with serve.deployment in `build_app`)."""
 
-    def __init__(self, reward_json: dict | None, rm_json: dict | None, max_batch_size: int, batch_wait_timeout_s: float, max_samples: int, num_cpus: float):
+    def __init__(
+        self,
+        reward_json: dict | None,
+        rm_json: dict | None,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        max_samples: int,
+        num_cpus: float,
+    ):
         if (reward_json is None) == (rm_json is None):
             raise ValueError("serve exactly one of a reward config or a reward model")
         if rm_json is not None:
@@ -164,7 +175,10 @@ class RewardService:
         if not isinstance(raw, list):
             return JSONResponse({"error": 'expected a JSON object {"samples": [...]}'}, status_code=400)
         if len(raw) > self.max_samples:
-            return JSONResponse({"error": f"{len(raw)} samples in one request; the limit is {self.max_samples} (serve.max_samples_per_request)"}, status_code=400)
+            return JSONResponse(
+                {"error": f"{len(raw)} samples in one request; the limit is {self.max_samples} (serve.max_samples_per_request)"},
+                status_code=400,
+            )
         try:
             samples = [RewardSample.from_dict(d, f"samples[{i}]") for i, d in enumerate(raw)]
         except (TypeError, ValueError) as e:

@@ -14,7 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qwen25_rl.reward.math_extract import boxes
-from qwen25_rl.reward.registry import RewardSample, register_reward
+from qwen25_rl.reward.registry import register_reward
+from qwen25_rl.reward.types import RewardSample
 
 # ---------------------------------------------------------------------------------------------
 # pure formulas
@@ -86,7 +87,7 @@ class FormatParams(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _pattern_iff_regex(self) -> "FormatParams":
+    def _pattern_iff_regex(self) -> FormatParams:
         if (self.style == "regex") != (self.pattern is not None):
             raise ValueError("give `pattern` exactly when style is 'regex'")
         return self
@@ -124,7 +125,7 @@ class LengthParams(BaseModel):
     tokenizer: str | None = None
 
     @model_validator(mode="after")
-    def _buffer_fits(self) -> "LengthParams":
+    def _buffer_fits(self) -> LengthParams:
         if self.buffer > self.max_length:
             raise ValueError(f"buffer ({self.buffer}) must not exceed max_length ({self.max_length})")
         return self

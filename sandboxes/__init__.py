@@ -18,9 +18,22 @@ from qwen25_rl.sandboxes.graded import CallsVerdict, CaseRun, IOVerdict, UnitRes
 from qwen25_rl.sandboxes.result import ExecResult, IsolationUnavailable, Status
 
 __all__ = [
-    "CallsVerdict", "CaseRun", "ExecResult", "IOVerdict", "IsolationUnavailable", "Limits", "Sandbox",
-    "SandboxConfig", "Status", "UnitResult", "configure", "default_sandbox", "run", "run_calls",
-    "run_io", "run_python",
+    "CallsVerdict",
+    "CaseRun",
+    "ExecResult",
+    "IOVerdict",
+    "IsolationUnavailable",
+    "Limits",
+    "Sandbox",
+    "SandboxConfig",
+    "Status",
+    "UnitResult",
+    "configure",
+    "default_sandbox",
+    "run",
+    "run_calls",
+    "run_io",
+    "run_python",
 ]
 
 

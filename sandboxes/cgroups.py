@@ -64,7 +64,7 @@ class Cgroups:
         self.cpuacct_root = cpuacct_root
 
     @classmethod
-    def detect(cls) -> tuple["Cgroups | None", str]:
+    def detect(cls) -> tuple[Cgroups | None, str]:
         if os.geteuid() != 0:
             return None, "not root"
         try:

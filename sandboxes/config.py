@@ -1,7 +1,9 @@
 """Plain dataclasses for the sandbox: per-run `Limits` and per-pool `SandboxConfig`.
 
 They are dataclasses with plain fields (no pydantic) so that `sandboxes/` stays standard
-library only; the reward config mirrors them as a pydantic section and builds these.
+library only. The code reward's config uses them as they are: pydantic validates a dataclass
+field by field and then runs its `__post_init__` checks, and `__pydantic_config__` (a plain
+dict, read only by pydantic) makes unknown keys errors. One definition, no mirror to drift.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ MiB = 1024 * 1024
 class Limits:
     """Resource limits of one execution. Every field is a hard limit enforced by the kernel
     (rlimits, cgroup, tmpfs size) or by the parent's wall clock, never by the sandboxed code."""
+
+    __pydantic_config__ = {"extra": "forbid"}
 
     timeout_s: float = 10.0  # wall clock for the whole execution; the parent kills the tree
     cpu_s: float | None = None  # RLIMIT_CPU per process; None = timeout_s + 1
@@ -44,7 +48,7 @@ class Limits:
     def effective_cpu_s(self) -> float:
         return self.cpu_s if self.cpu_s is not None else self.timeout_s + 1.0
 
-    def replace(self, **changes) -> "Limits":
+    def replace(self, **changes) -> Limits:
         return dataclasses.replace(self, **changes)
 
 
@@ -56,6 +60,8 @@ REQUIRED_LAYERS = ("uid", "namespaces", "rlimits", "seccomp")
 @dataclass(frozen=True)
 class SandboxConfig:
     """How a pool of sandboxes runs. Defaults are safe: every layer required."""
+
+    __pydantic_config__ = {"extra": "forbid"}
 
     # Concurrent executions in this process; run() blocks (back-pressure) when all are busy.
     # 0 = 4 x the CPU count (executions spend much of their time waiting on the kernel).
@@ -99,5 +105,5 @@ class SandboxConfig:
             raise ValueError("SandboxConfig.extra_ro_paths must be a list of paths, not one string")
         object.__setattr__(self, "extra_ro_paths", tuple(self.extra_ro_paths))
 
-    def replace(self, **changes) -> "SandboxConfig":
+    def replace(self, **changes) -> SandboxConfig:
         return dataclasses.replace(self, **changes)

@@ -87,7 +87,9 @@ class Sandbox:
         self.state_dir = self.config.state_dir or slots.default_state_dir()
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self._clean_uids: set[int] = set()
-        self.leases = slots.UidLeases(self.state_dir, self.config.uid_base, self.config.uid_count, window=4 * n) if "uid" in layout.layers else None
+        self.leases = (
+            slots.UidLeases(self.state_dir, self.config.uid_base, self.config.uid_count, window=4 * n) if "uid" in layout.layers else None
+        )
         self._harness_file = None
         if "namespaces" in layout.layers:
             self._harness_pyc = isolation.compile_harness(layout.python, HARNESS_SOURCE, isolation.HARNESS_PATH[:-1])

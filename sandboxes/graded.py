@@ -215,5 +215,7 @@ def run_io(
     for c in raw:
         if not isinstance(c, dict) or not isinstance(c.get("stdout"), str):
             return IOVerdict(cases=[], exec_result=res, error="malformed case in verdict")
-        cases.append(CaseRun(status=str(c.get("status")), stdout=c["stdout"], exit_code=c.get("exit_code"), seconds=float(c.get("seconds") or 0.0)))
+        cases.append(
+            CaseRun(status=str(c.get("status")), stdout=c["stdout"], exit_code=c.get("exit_code"), seconds=float(c.get("seconds") or 0.0))
+        )
     return IOVerdict(cases=cases, exec_result=res)

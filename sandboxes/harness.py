@@ -95,7 +95,7 @@ def loads(data):
     try:
         obj, end = _scan_once(s, 0)
     except StopIteration:
-        raise ValueError("not JSON")
+        raise ValueError("not JSON") from None
     if s[end:].strip():
         raise ValueError("extra data after JSON value")
     return obj
@@ -205,7 +205,7 @@ def _send_frame(fd: int, obj, deadline: float | None = None) -> None:
         except BlockingIOError:
             continue
         except (BrokenPipeError, OSError) as e:
-            raise ChildGone(f"the solution process is gone ({e.__class__.__name__})")
+            raise ChildGone(f"the solution process is gone ({e.__class__.__name__})") from None
         view = view[n:]
 
 
@@ -236,7 +236,7 @@ def _recv_frame(fd: int, deadline: float | None, max_bytes: int):
     try:
         return loads(_recv_exact(fd, n, deadline))
     except (ValueError, RecursionError) as e:  # ValueError includes the int-digits limit
-        raise ChildGone(f"malformed message ({type(e).__name__})")
+        raise ChildGone(f"malformed message ({type(e).__name__})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,9 +262,22 @@ def _stdlib_value_types():
 _ITER_TYPES = tuple(
     type(x)
     for x in (
-        (i for i in ()), map(int, ()), filter(None, ()), zip(), enumerate(()), reversed(()),
-        iter([]), iter(()), iter(range(0)), iter(""), iter({}), iter(set()), iter(b""),
-        reversed([]), iter({}.values()), iter({}.items()),
+        (i for i in ()),
+        map(int, ()),
+        filter(None, ()),
+        zip(),
+        enumerate(()),
+        reversed(()),
+        iter([]),
+        iter(()),
+        iter(range(0)),
+        iter(""),
+        iter({}),
+        iter(set()),
+        iter(b""),
+        reversed([]),
+        iter({}.values()),
+        iter({}.items()),
     )
 )
 _KEYS, _VALUES, _ITEMS = type({}.keys()), type({}.values()), type({}.items())
@@ -354,7 +367,7 @@ class Decoder:
             return [self.dec(x, d) for x in v]
         if t is not dict or len(v) != 1:
             raise WireError(f"unexpected {t.__name__} in message")
-        (tag, p), = v.items()
+        ((tag, p),) = v.items()
         if tag == "$tuple":
             return tuple(self._list(p, d))
         if tag == "$set":
@@ -640,7 +653,7 @@ def solution_main(program: str, req_fd: int, rep_fd: int, max_bytes: int) -> Non
         try:
             return objects[rid]
         except KeyError:
-            raise WireError(f"unknown object reference {rid}")
+            raise WireError(f"unknown object reference {rid}") from None
 
     enc = Encoder(to_ref)
     dec = Decoder(from_ref)
@@ -656,6 +669,7 @@ def solution_main(program: str, req_fd: int, rep_fd: int, max_bytes: int) -> Non
         except BaseException:
             pass
         _flush_and_exit(_EXIT_LOAD_FAILED)
+
     def flush():
         # The driver SIGKILLs this process when it is done: keep the program's output.
         for stream in (sys.stdout, sys.stderr):
@@ -730,7 +744,6 @@ class _VerdictDeadline:
 def _verdict_deadline(job: dict) -> _VerdictDeadline:
     by = job.get("verdict_by_s")
     return _VerdictDeadline(None if by is None else STARTED + float(by))
-
 
 
 class RemoteError(Exception):
@@ -830,7 +843,12 @@ class SolutionConn:
             # Exceptions with a meaning to the iteration protocol are not re-raised as themselves:
             # a StopIteration from the program inside map()/zip() in a test would end that
             # iteration early (`all(map(candidate, cases))` would hold on no cases at all).
-            if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, (StopIteration, StopAsyncIteration)) and cls.__module__ == "builtins":
+            if (
+                isinstance(cls, type)
+                and issubclass(cls, Exception)
+                and not issubclass(cls, (StopIteration, StopAsyncIteration))
+                and cls.__module__ == "builtins"
+            ):
                 try:
                     raise cls(message)
                 except TypeError:
@@ -841,7 +859,7 @@ class SolutionConn:
         except (WireError, TypeError, ValueError, RecursionError) as e:
             # TypeError: an unhashable value inside a set or dict key; the solution lied.
             self.kill()
-            raise ChildGone(f"malformed value from the solution process ({_fmt_exc(e)})")
+            raise ChildGone(f"malformed value from the solution process ({_fmt_exc(e)})") from None
 
     def kill(self) -> None:
         if self.alive:
@@ -902,7 +920,12 @@ def _spawn_solution(program: str, max_bytes: int, close_fds, fresh: bool) -> Sol
     if fresh:
         os.close(job_r)
         try:
-            _write_all(job_w, dumps({"program": program, "req_fd": req_r, "rep_fd": rep_w, "max_bytes": max_bytes, "cwd": PROGRAM_DIR, "home": PROGRAM_HOME}).encode())
+            _write_all(
+                job_w,
+                dumps(
+                    {"program": program, "req_fd": req_r, "rep_fd": rep_w, "max_bytes": max_bytes, "cwd": PROGRAM_DIR, "home": PROGRAM_HOME}
+                ).encode(),
+            )
         except OSError:
             pass
         os.close(job_w)
@@ -1146,7 +1169,7 @@ def mode_calls(job: dict, chan: int, secret: int) -> None:
         loaded, load_error = False, prelude_error
     results = []
     split = bool(job.get("split_asserts"))
-    for i, unit in enumerate(units):
+    for unit in units:
         if cap.expired():
             # The verdict is due: what has not run fails, and the verdict still goes out.
             results.append({"ok": False, "error": OUT_OF_TIME, "asserts": None, "completed": False, "seconds": 0.0})

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 
 from qwen25_rl.sandboxes import seccomp
-from qwen25_rl.sandboxes.config import REQUIRED_LAYERS, SandboxConfig
+from qwen25_rl.sandboxes.config import SandboxConfig
 
 SANDBOX_UID = 1000  # the uid the code sees inside its user namespace
 HARNESS_PATH = "/sandbox/harness.pyc"
@@ -72,8 +72,17 @@ class PythonInfo:
 def _inspect_python(exe: str) -> PythonInfo | None:
     try:
         out = subprocess.run(
-            [exe, "-I", "-S", "-c", "import sys, os; print(sys.prefix); print(os.path.dirname(os.__file__)); print(sys.version_info[0], sys.version_info[1])"],
-            capture_output=True, text=True, timeout=30, env={},
+            [
+                exe,
+                "-I",
+                "-S",
+                "-c",
+                "import sys, os; print(sys.prefix); print(os.path.dirname(os.__file__)); print(sys.version_info[0], sys.version_info[1])",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={},
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -131,7 +140,9 @@ class Layout:
     seccomp_filter: bytes | None = None
     config: SandboxConfig | None = None
 
-    def command(self, uid: int | None, limits, fds: dict, files: list[tuple[int, str]], mode: str, cgroup_procs: list[str] | None = None) -> list[str]:
+    def command(
+        self, uid: int | None, limits, fds: dict, files: list[tuple[int, str]], mode: str, cgroup_procs: list[str] | None = None
+    ) -> list[str]:
         """argv for one execution. fds: harness, job, chan, secret, seccomp (ints or -1)."""
         cfg = self.config
         argv: list[str] = []
@@ -160,13 +171,25 @@ class Layout:
         if "namespaces" in self.layers:
             argv += [
                 cfg.bwrap,
-                "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-                "--unshare-cgroup-try", "--disable-userns",
+                "--unshare-user",
+                "--unshare-pid",
+                "--unshare-net",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+                "--disable-userns",
                 # --as-pid-1: the harness is the namespace's init. Otherwise bwrap's own init is
                 # left behind as an orphan (bwrap exits as soon as the command does) for the
                 # host's init to reap, and until then it counts against the uid's process limit.
-                "--die-with-parent", "--new-session", "--as-pid-1",
-                "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
+                "--die-with-parent",
+                "--new-session",
+                "--as-pid-1",
+                "--uid",
+                str(SANDBOX_UID),
+                "--gid",
+                str(SANDBOX_UID),
+                "--hostname",
+                "sandbox",
             ]
             if fds.get("info", -1) >= 0:
                 # bwrap reports its namespace init's pid on the info fd and then waits on the
@@ -201,11 +224,20 @@ class Layout:
                 argv += ["--seccomp", str(fds["seccomp"])]
             argv += [
                 "--clearenv",
-                "--setenv", "PATH", "/sandbox/bin:/usr/bin:/bin",
-                "--setenv", "HOME", WORKDIR,
-                "--setenv", "TMPDIR", WORKDIR,
-                "--setenv", "LANG", "C.UTF-8",
-                "--chdir", WORKDIR,
+                "--setenv",
+                "PATH",
+                "/sandbox/bin:/usr/bin:/bin",
+                "--setenv",
+                "HOME",
+                WORKDIR,
+                "--setenv",
+                "TMPDIR",
+                WORKDIR,
+                "--setenv",
+                "LANG",
+                "C.UTF-8",
+                "--chdir",
+                WORKDIR,
                 "--",
             ]
             harness = HARNESS_PATH
@@ -226,7 +258,9 @@ _COMPILE_PYC = (
 def compile_harness(python: PythonInfo, source: bytes, filename: str) -> bytes:
     """The harness as an unchecked .pyc for the sandbox's interpreter. Compiling its source at
     every start would cost more than the rest of the start-up together (~40 ms of CPU)."""
-    out = subprocess.run([python.executable, "-I", "-S", "-c", _COMPILE_PYC, filename], input=source, capture_output=True, timeout=60, env={})
+    out = subprocess.run(
+        [python.executable, "-I", "-S", "-c", _COMPILE_PYC, filename], input=source, capture_output=True, timeout=60, env={}
+    )
     if out.returncode != 0 or not out.stdout:
         raise RuntimeError(f"could not compile the sandbox harness with {python.executable}: {out.stderr.decode(errors='replace')[-500:]}")
     return out.stdout
@@ -304,9 +338,7 @@ def detect(config: SandboxConfig) -> tuple[Layout | None, dict[str, str]]:
         ok, why = reachable_by_others(p)
         if not ok:
             return None, {"extra_ro_paths": why}
-    layout = Layout(python=python, layers=tuple(layers), missing=missing, ro_binds=binds, hidden_dirs=hidden, seccomp_filter=filt, config=config)
+    layout = Layout(
+        python=python, layers=tuple(layers), missing=missing, ro_binds=binds, hidden_dirs=hidden, seccomp_filter=filt, config=config
+    )
     return layout, missing
-
-
-def required_missing(missing: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in missing.items() if k in REQUIRED_LAYERS or k not in ("cgroup",)}

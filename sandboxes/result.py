@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen25_rl.errors import UserError
+
 
 class Status:
     """The outcome of one execution (plain strings so results serialise as JSON)."""
@@ -64,7 +66,7 @@ class ExecResult:
         }
 
 
-class IsolationUnavailable(RuntimeError):
+class IsolationUnavailable(UserError, RuntimeError):
     """A required isolation layer is missing and weak isolation was not allowed.
 
     Raised when a Sandbox is created (a host problem to fix, not a failure of untrusted code)."""
