@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen25_rl.errors import UserError, message_of
+
 Handler = Callable[[argparse.Namespace], int | None]
 
 
@@ -47,13 +49,6 @@ def cli_command(name: str, help: str, arguments: list | None = None, parent: str
     return deco
 
 
-# Errors that are the user's to fix: printed as one message, no traceback.
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from qwen25_rl.config.loader import ConfigError
-
-    return (ConfigError, FileNotFoundError, KeyError, ValueError)
-
-
 def build_parser() -> argparse.ArgumentParser:
     for mod in COMMAND_MODULES:
         importlib.import_module(mod)
@@ -80,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rc = args._handler(args)
-    except _user_errors() as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"qwen25-rl: error: {msg}", file=sys.stderr)
+    except UserError as e:
+        # What the user must fix, said once without a traceback; anything else is a bug and
+        # propagates with its traceback (exit status 1).
+        print(f"qwen25-rl: error: {message_of(e)}", file=sys.stderr)
         return 2
     return int(rc or 0)
 

@@ -6,29 +6,28 @@ Layout (DESIGN.md section 6):
         config.yaml          resolved config (defaults + file + overrides)
         metrics.jsonl        one JSON object per logged step
         tensorboard/         event files, when enabled
-        checkpoints/step_N/  written by the stage (atomically)
+        initial_model/       the starting weights when a preset is initialised in the run
+        checkpoints/step_N/  written by the stage (published whole, COMPLETE marker)
         final/               HF-format model + tokenizer
+
+How folders are written, found complete and resumed from: qwen25_rl.checkpointing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from qwen25_rl.checkpointing import atomic_write, latest_checkpoint, remove_stale
 from qwen25_rl.config.loader import dump_config
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file + rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _jsonable(v: Any) -> Any:
@@ -85,14 +84,17 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = path
+        self.started = False
 
     @classmethod
-    def create(cls, config: BaseModel, output_dir: str | Path, run_name: str | None = None, stage: str = "run") -> "RunDir":
+    def create(cls, config: BaseModel, output_dir: str | Path, run_name: str | None = None, stage: str = "run") -> RunDir:
         name = run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
         path = Path(output_dir) / name
         path.mkdir(parents=True, exist_ok=True)
         (path / "checkpoints").mkdir(exist_ok=True)
-        atomic_write_text(path / "config.yaml", dump_config(config))
+        remove_stale(path)
+        remove_stale(path / "checkpoints")
+        atomic_write(path / "config.yaml", dump_config(config))
         return cls(path)
 
     @property
@@ -115,15 +117,32 @@ class RunDir:
         rows = read_metrics(path)
         keep = [r for r in rows if r.get("step", 0) <= last_step]
         if len(keep) != len(rows):
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+            atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
         return len(rows) - len(keep)
 
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints / f"step_{step}"
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint: `step_N` folders that hold a COMPLETE marker."""
-        done = [p for p in self.checkpoints.glob("step_*") if (p / "COMPLETE").is_file()]
-        if not done:
-            return None
-        return max(done, key=lambda p: int(p.name.split("_", 1)[1]))
+        """The newest complete checkpoint (qwen25_rl.checkpointing: a COMPLETE marker)."""
+        return latest_checkpoint(self.checkpoints)
+
+    def mark_started(self) -> None:
+        """The stage got past its input checks: from here on the folder is kept if it fails."""
+        self.started = True
+
+
+@contextlib.contextmanager
+def stage_run(config: BaseModel, output_dir: str | Path, run_name: str | None, stage: str) -> Iterator[RunDir]:
+    """The run folder of one stage invocation. A stage that fails before `run.mark_started()`
+    (bad input: a missing model, an unreadable data file) leaves nothing behind when this call
+    created the folder; a folder that existed before (a resume) is never removed."""
+    name = run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    existed = (Path(output_dir) / name).exists()
+    run = RunDir.create(config, output_dir, name, stage=stage)
+    try:
+        yield run
+    except BaseException:
+        if not existed and not run.started:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
