@@ -39,7 +39,9 @@ class DistributedWorker:
         ip = ray.util.get_node_ip_address()
         return ip, free_port("0.0.0.0")
 
-    def init_distributed(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str, timeout_s: float = 600) -> None:
+    def init_distributed(
+        self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str, timeout_s: float = 600
+    ) -> None:
         """Join the group's default process group (gloo on CPU, NCCL on GPU).
 
         The env vars are set as well because DeepSpeed reads RANK / WORLD_SIZE / LOCAL_RANK.

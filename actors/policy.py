@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,9 @@ from qwen25_rl.actors.base import DistributedWorker
 from qwen25_rl.actors.weight_sync import WeightSource
 from qwen25_rl.algorithms.fused import policy_loss_from_hidden
 from qwen25_rl.batch import TensorBatch, micro_batches
+from qwen25_rl.checkpointing import load_rng_state, save_rng_state
+from qwen25_rl.errors import UserValueError
 from qwen25_rl.models.scoring import response_hidden, response_log_probs
-
 
 # Metrics of `policy_loss` that are loss terms (sums over the step's tokens), not means.
 ADDITIVE_METRICS = {"pg_loss", "kl_loss"}
@@ -53,21 +53,42 @@ class ResponseScorer(nn.Module):
     def device(self) -> torch.device:
         return self.model.device
 
-    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0, with_entropy: bool = False,
-                policy_loss_inputs: dict[str, Any] | None = None):
+    def forward(
+        self,
+        prompt_ids,
+        prompt_mask,
+        response_ids,
+        response_mask,
+        temperature: float = 1.0,
+        with_entropy: bool = False,
+        policy_loss_inputs: dict[str, Any] | None = None,
+    ):
         if policy_loss_inputs is not None:
             hidden, weight, bias = response_hidden(self.model, prompt_ids, prompt_mask, response_ids, response_mask)
             # Whole sequences per chunk, about chunk_size scored tokens each (the same scratch
             # memory as the log-prob path's token chunks).
             rows = max(1, self.chunk_size // max(1, response_ids.shape[1]))
             return policy_loss_from_hidden(
-                hidden, weight, response_ids, response_mask=response_mask, bias=bias, temperature=temperature,
-                rows_per_chunk=rows, compute_entropy=with_entropy, **policy_loss_inputs,
-            )  # fmt: skip
+                hidden,
+                weight,
+                response_ids,
+                response_mask=response_mask,
+                bias=bias,
+                temperature=temperature,
+                rows_per_chunk=rows,
+                compute_entropy=with_entropy,
+                **policy_loss_inputs,
+            )
         lp, ent = response_log_probs(
-            self.model, prompt_ids, prompt_mask, response_ids, response_mask,
-            temperature=temperature, with_entropy=with_entropy, chunk_size=self.chunk_size,
-        )  # fmt: skip
+            self.model,
+            prompt_ids,
+            prompt_mask,
+            response_ids,
+            response_mask,
+            temperature=temperature,
+            with_entropy=with_entropy,
+            chunk_size=self.chunk_size,
+        )
         return lp, ent if ent is not None else torch.zeros_like(lp)
 
 
@@ -113,16 +134,6 @@ class LossSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 class ReferenceWorker(DistributedWorker):
     """A frozen model that scores responses (the KL anchor)."""
 
@@ -145,7 +156,9 @@ class ReferenceWorker(DistributedWorker):
         return self.scorer(mb["prompt_ids"], mb["prompt_mask"], mb["response_ids"], mb["response_mask"], temperature, with_entropy)
 
     @torch.no_grad()
-    def log_probs(self, batch: TensorBatch, *, temperature: float = 1.0, micro_batch_size: int = 8, with_entropy: bool = False) -> TensorBatch:
+    def log_probs(
+        self, batch: TensorBatch, *, temperature: float = 1.0, micro_batch_size: int = 8, with_entropy: bool = False
+    ) -> TensorBatch:
         """Per-token log-probs (and entropy) of the responses; zero outside the response mask."""
         width = batch["response_mask"].shape[1]
         log_probs = torch.zeros(len(batch), width, dtype=torch.float32)
@@ -177,8 +190,8 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         """Build the model and the training engine (after init_distributed: engines need the group)."""
         import os
 
-        from qwen25_rl.training.engines import ENGINES
         from qwen25_rl.models import load_model
+        from qwen25_rl.training.engines import ENGINES
 
         s = self.settings
         if s.strategy not in ENGINES:
@@ -203,9 +216,13 @@ class PolicyWorker(ReferenceWorker, WeightSource):
     def _forward(self, mb: TensorBatch, temperature: float, with_entropy: bool):
         mb = mb.to(self.device)
         return self.engine.forward(
-            prompt_ids=mb["prompt_ids"], prompt_mask=mb["prompt_mask"], response_ids=mb["response_ids"],
-            response_mask=mb["response_mask"], temperature=temperature, with_entropy=with_entropy,
-        )  # fmt: skip
+            prompt_ids=mb["prompt_ids"],
+            prompt_mask=mb["prompt_mask"],
+            response_ids=mb["response_ids"],
+            response_mask=mb["response_mask"],
+            temperature=temperature,
+            with_entropy=with_entropy,
+        )
 
     # -- training ------------------------------------------------------------------------
 
@@ -240,7 +257,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         weight_total = 0.0
         grad_norms = []
         generator = torch.Generator().manual_seed(seed * 1000 + self.rank)
-        for epoch in range(loss.ppo_epochs):
+        for _epoch in range(loss.ppo_epochs):
             order = torch.randperm(len(batch), generator=generator)
             for mini in batch.select(order).chunk(loss.num_mini_batches):
                 n_tok, n_seq = self._all_reduce([float(mini["response_mask"].sum()), float(len(mini))])
@@ -313,11 +330,14 @@ class PolicyWorker(ReferenceWorker, WeightSource):
             **loss.extra,
         )
         out = self.engine.forward(
-            prompt_ids=mb["prompt_ids"], prompt_mask=mb["prompt_mask"], response_ids=mb["response_ids"],
-            response_mask=mb["response_mask"], temperature=loss.temperature,
+            prompt_ids=mb["prompt_ids"],
+            prompt_mask=mb["prompt_mask"],
+            response_ids=mb["response_ids"],
+            response_mask=mb["response_mask"],
+            temperature=loss.temperature,
             with_entropy=True,  # entropy is reported every step; no gradient unless entropy_coef > 0
             policy_loss_inputs=inputs,
-        )  # fmt: skip
+        )
         gap = None
         if "sampler_logprobs" in mb.tensors and bool(mb["response_mask"].any()):
             # Sampler vs trainer log-probs of the same tokens (before the first update of the
@@ -346,8 +366,10 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         self.engine.save(out, self.rank)
         self.save_model(str(out / "model"), tokenizer_path)
         if self.rank == 0:
-            (out / "policy_worker.json").write_text(json.dumps({"world_size": self.world_size, "settings": asdict(self.settings), **(extra_state or {})}))
-        torch.save(_rng_state(), out / f"rng_rank{self.rank}.pt")
+            (out / "policy_worker.json").write_text(
+                json.dumps({"world_size": self.world_size, "settings": asdict(self.settings), **(extra_state or {})})
+            )
+        save_rng_state(out / f"rng_rank{self.rank}.pt")
 
     def save_model(self, folder: str, tokenizer_path: str | None = None) -> None:
         """The policy in Hugging Face format (+ tokenizer). Every rank calls it (ZeRO-3 gathers)."""
@@ -369,7 +391,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         src = Path(folder)
         meta = json.loads((src / "policy_worker.json").read_text())
         if meta["world_size"] != self.world_size:
-            raise ValueError(f"checkpoint {src} was written by {meta['world_size']} policy workers; this run has {self.world_size}")
+            raise UserValueError(f"checkpoint {src} was written by {meta['world_size']} policy workers; this run has {self.world_size}")
         self.engine.load(src)
         # The engine restores its own (possibly partitioned) copy; the HF weights are the
         # authoritative full copy for engines without a module state in their checkpoint.
@@ -380,5 +402,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
             missing, unexpected = self.scorer.model.load_state_dict(state, strict=False)
             tied = {"lm_head.weight"} if self.scorer.model.config.tie_word_embeddings else set()
             if unexpected or set(missing) - tied:
-                raise ValueError(f"checkpoint {src}/model does not match the policy: missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
-        _set_rng_state(torch.load(src / f"rng_rank{self.rank}.pt", weights_only=False))
+                raise UserValueError(
+                    f"checkpoint {src}/model does not match the policy: missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}"
+                )
+        load_rng_state(src / f"rng_rank{self.rank}.pt")

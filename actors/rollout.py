@@ -227,7 +227,9 @@ class HFGenerateEngine:
                     break
             toks = toks[:n_tok]
             completions.append(
-                Completion(row // settings.n, toks, lps[row, :n_tok].tolist(), self.tokenizer.decode(toks, skip_special_tokens=True), reason)
+                Completion(
+                    row // settings.n, toks, lps[row, :n_tok].tolist(), self.tokenizer.decode(toks, skip_special_tokens=True), reason
+                )
             )
         return completions
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 import ray
@@ -107,11 +107,11 @@ class PackedWeights:
     buffers: list  # numpy arrays, one per bucket
 
     @staticmethod
-    def pack(named: list[tuple[str, torch.Tensor]]) -> "PackedWeights":
+    def pack(named: list[tuple[str, torch.Tensor]]) -> PackedWeights:
         layout = plan_buckets(named, bucket_mb=float("inf"))
         tensors = dict(named)
         buffers = []
-        for dtype, params in layout:
+        for _dtype, params in layout:
             flat = torch.cat([tensors[n].detach().reshape(-1).cpu() for n, _ in params])
             carrier = _NUMPY_CARRIER.get(flat.dtype)
             buffers.append((flat.view(carrier) if carrier else flat).numpy())

@@ -17,9 +17,10 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from qwen25_rl.batch import TensorBatch
+from qwen25_rl.errors import UserValueError
 
 
-class PlacementError(ValueError):
+class PlacementError(UserValueError):
     """The cluster cannot place a worker group (a configuration to change, hence ValueError:
     the CLI reports it as a message, not a traceback)."""
 
@@ -110,9 +111,7 @@ class WorkerGroup:
     def _init_distributed(self) -> None:
         backend = self.backend or ("nccl" if self.num_gpus else "gloo")
         addr, port = ray.get(self.workers[0].node_address.remote())
-        ray.get(
-            [w.init_distributed.remote(addr, port, rank, self.num_workers, backend) for rank, w in enumerate(self.workers)]
-        )
+        ray.get([w.init_distributed.remote(addr, port, rank, self.num_workers, backend) for rank, w in enumerate(self.workers)])
 
     # ---------------------------------------------------------------------------------------
 

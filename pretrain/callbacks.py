@@ -15,6 +15,8 @@ from typing import Any
 
 from ray.train import UserCallback
 
+from qwen25_rl.checkpointing import COMPLETE
+
 # Scalars also exported as Ray gauges (name -> description).
 GAUGES = {
     "loss": "training loss (token mean) of the last step",
@@ -73,7 +75,7 @@ class RunFolderCallback(UserCallback):
             if self.console:
                 print(self._line(step, row), flush=True)
         if checkpoint is not None:
-            with checkpoint.filesystem.open_output_stream(f"{checkpoint.path}/COMPLETE") as f:
+            with checkpoint.filesystem.open_output_stream(f"{checkpoint.path}/{COMPLETE}") as f:
                 f.write(b"ok\n")
 
     def _line(self, step: int, row: dict[str, Any]) -> str:

@@ -79,7 +79,7 @@ class TrainerConfig(Section):
     peak_tflops: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainerConfig":
+    def _check(self) -> TrainerConfig:
         per_step = self.num_workers * self.micro_batch_size
         if self.global_batch_size % per_step:
             raise ValueError(
@@ -128,7 +128,7 @@ class PretrainDataConfig(Section):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "PretrainDataConfig":
+    def _unique_names(self) -> PretrainDataConfig:
         names = [s.name for s in self.sources]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -178,7 +178,7 @@ class PretrainConfig(StageConfig):
     scheduler: SchedulerConfig = Field(default_factory=_cosine_scheduler)
 
     @model_validator(mode="after")
-    def _check(self) -> "PretrainConfig":
+    def _check(self) -> PretrainConfig:
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ValueError(f"phase names must be unique, got {names}")
@@ -237,7 +237,7 @@ class SFTConfig(StageConfig):
     scheduler: SchedulerConfig = Field(default_factory=_sft_scheduler)
 
     @model_validator(mode="after")
-    def _needs_checkpoint(self) -> "SFTConfig":
+    def _needs_checkpoint(self) -> SFTConfig:
         if self.model.path is None:
             raise ValueError("sft fine-tunes an existing model: set model.path (e.g. a pretrain run's final/ folder)")
         return self

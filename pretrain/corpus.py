@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from qwen25_rl.errors import UserValueError
 
-class CorpusError(ValueError):
+
+class CorpusError(UserValueError):
     """A corpus or chat file is unusable; the message names the file (and line or row)."""
 
 

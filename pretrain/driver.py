@@ -12,30 +12,32 @@ workers; this module only prepares what they read and exports what they wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qwen25_rl.checkpointing import COMPLETE, INITIAL_MODEL, ensure_initial_model, resolve_resume, staging
+from qwen25_rl.errors import UserPathError, UserValueError
+from qwen25_rl.models.factory import rope_theta_of
 from qwen25_rl.pretrain.config import PretrainConfig, SFTConfig, SyntheticDataConfig
 from qwen25_rl.pretrain.corpus import read_conversations, read_source
 from qwen25_rl.pretrain.data_order import build_order
 from qwen25_rl.pretrain.packing import PackedRows, pack_documents, pack_samples
 from qwen25_rl.pretrain.prepare import fingerprint, read_meta, save_rows, tokenize_conversations, tokenize_documents
 from qwen25_rl.pretrain.sft_data import build_samples
-from qwen25_rl.models.factory import rope_theta_of
-from qwen25_rl.runs import RunDir
+from qwen25_rl.runs import RunDir, stage_run
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 # Files of a checkpoint that are trainer state, not part of the HF export.
-TRAINER_ONLY = ("deepspeed", "optimizer.pt", "rng_rank*.pt", "trainer_state.json", "COMPLETE")
+TRAINER_ONLY = ("deepspeed", "optimizer.pt", "rng_rank*.pt", "trainer_state.json", COMPLETE)
 
 
 @dataclass
@@ -59,12 +61,14 @@ def _say(cfg, msg: str) -> None:
 # run folder, synthetic data, tokenizer, initial model
 
 
-def open_run(cfg, stage: str) -> tuple[RunDir, str | None]:
-    """Create or reopen the run folder; returns it and an explicit checkpoint to resume from.
+@contextlib.contextmanager
+def open_run(cfg, stage: str) -> Iterator[tuple[RunDir, str | None]]:
+    """The run folder (created or reopened; removed again if the stage fails on its input, see
+    qwen25_rl.runs.stage_run) and an explicit checkpoint to resume from.
 
     resume "auto": a folder that already has checkpoints continues from its newest one (Ray
     Train reads its checkpoint snapshot); "never": such a folder is an error; any other value
-    is a checkpoint folder to start from.
+    is a complete checkpoint folder to start from.
     """
     name = cfg.logging.run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
     path = Path(cfg.logging.output_dir) / name
@@ -72,18 +76,17 @@ def open_run(cfg, stage: str) -> tuple[RunDir, str | None]:
     resume = cfg.checkpoint.resume
     explicit = None
     if resume == "never" and has_checkpoints:
-        raise ValueError(
+        raise UserValueError(
             f"{path} already holds checkpoints and checkpoint.resume is 'never': "
             "choose another logging.run_name, or set checkpoint.resume: auto to continue it"
         )
     if resume not in ("auto", "never"):
-        ck = Path(resume)
-        if not (ck / "trainer_state.json").is_file():
-            raise FileNotFoundError(f"checkpoint.resume: {ck} is not a checkpoint folder (no trainer_state.json)")
+        ck = resolve_resume(resume, path / "checkpoints")
         if has_checkpoints:
-            raise ValueError(f"checkpoint.resume names {ck}, but {path} has checkpoints of its own; use a new logging.run_name")
-        explicit = _abs(ck)
-    return RunDir.create(cfg, cfg.logging.output_dir, name, stage=stage), explicit
+            raise UserValueError(f"checkpoint.resume names {ck}, but {path} has checkpoints of its own; use a new logging.run_name")
+        explicit = str(ck)
+    with stage_run(cfg, cfg.logging.output_dir, name, stage=stage) as run:
+        yield run, explicit
 
 
 def ensure_synthetic(syn: SyntheticDataConfig | None, cfg) -> None:
@@ -122,9 +125,8 @@ def pretrain_tokenizer(cfg: PretrainConfig, run: RunDir) -> str:
     t0 = time.time()
     max_len = max(p.max_position_embeddings or p.seq_len for p in cfg.phases)
     tok = wrap_hf(train_bpe(docs, vocab_size=tt.vocab_size, min_frequency=tt.min_frequency), model_max_length=max_len)
-    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=run.path))
-    tok.save_pretrained(tmp)
-    os.replace(tmp, out)
+    with staging(out) as tmp:
+        tok.save_pretrained(tmp)
     _say(cfg, f"trained tokenizer on {len(docs)} documents in {time.time() - t0:.1f}s: {len(tok)} tokens -> {out}")
     return str(out.resolve())
 
@@ -135,19 +137,19 @@ def initial_model(cfg, run: RunDir, tokenizer_dir: str) -> str:
     if cfg.model.path is not None:
         p = Path(cfg.model.path)
         if not (p / "config.json").is_file():
-            raise FileNotFoundError(f"model.path {p} is not a Hugging Face model folder (no config.json)")
+            raise UserPathError(f"model.path {p} is not a Hugging Face model folder (no config.json)")
         return _abs(p)
-    out = run.path / "init_model"
-    if (out / "config.json").is_file():
-        return str(out.resolve())
-    from qwen25_rl.models import build_model, load_tokenizer, save_pretrained
+    from qwen25_rl.models import build_model, load_tokenizer
 
-    tok = load_tokenizer(tokenizer_dir)
-    model = build_model(cfg.model.preset, tokenizer=tok, seed=cfg.model.seed, attn_implementation=cfg.model.attn_implementation)
-    save_pretrained(model, tok, out)
-    n = sum(p.numel() for p in model.parameters())
-    _say(cfg, f"initialised {cfg.model.preset} model ({n:,} parameters, vocab {model.config.vocab_size}) -> {out}")
-    return str(out.resolve())
+    def build(folder: Path) -> None:
+        tok = load_tokenizer(tokenizer_dir)
+        model = build_model(cfg.model.preset, tokenizer=tok, seed=cfg.model.seed, attn_implementation=cfg.model.attn_implementation)
+        model.save_pretrained(folder, safe_serialization=True)
+        tok.save_pretrained(folder)
+        n = sum(p.numel() for p in model.parameters())
+        _say(cfg, f"initialised {cfg.model.preset} model ({n:,} parameters, vocab {model.config.vocab_size}) -> {run.path / INITIAL_MODEL}")
+
+    return str(ensure_initial_model(run.path, build).resolve())
 
 
 def _read_model_config(folder: str) -> dict:
@@ -168,7 +170,7 @@ def _special_ids(tokenizer_dir: str) -> tuple[int, int]:
     tok = load_tokenizer(tokenizer_dir)
     eos = tok.convert_tokens_to_ids(DOC_SEPARATOR)
     if eos is None or eos == tok.unk_token_id:
-        raise ValueError(f"tokenizer {tokenizer_dir} has no {DOC_SEPARATOR} token to separate documents")
+        raise UserValueError(f"tokenizer {tokenizer_dir} has no {DOC_SEPARATOR} token to separate documents")
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
     return int(eos), int(pad)
 
@@ -197,12 +199,15 @@ def plan_pretrain_phases(cfg: PretrainConfig, model_config: dict) -> list[dict]:
         max_pos = p.max_position_embeddings if p.max_position_embeddings is not None else max(max_pos, p.seq_len)
         out.append(
             {
-                "name": p.name, "steps": p.steps, "seq_len": p.seq_len,
+                "name": p.name,
+                "steps": p.steps,
+                "seq_len": p.seq_len,
                 "global_batch": p.global_batch_size or cfg.trainer.global_batch_size,
-                "rope_theta": theta, "max_position_embeddings": max_pos,
+                "rope_theta": theta,
+                "max_position_embeddings": max_pos,
                 "schedule": _schedule(cfg, p.lr, p.warmup_steps),
             }
-        )  # fmt: skip
+        )
     return out
 
 
@@ -244,14 +249,21 @@ def prepare_pretrain_data(cfg: PretrainConfig, run: RunDir, tokenizer_dir: str, 
         order, drawn = build_order([p.num_rows for p in packed], [s.weight for s in data.sources], total, seed=data.seed + 1000 * i)
         sources = {
             s.name: {
-                "documents": len(tokens[s.name]), "tokens": int(p.lengths.sum()), "rows": p.num_rows,
-                "weight": s.weight, "drawn_rows": d, "epochs": round(d / p.num_rows, 3),
+                "documents": len(tokens[s.name]),
+                "tokens": int(p.lengths.sum()),
+                "rows": p.num_rows,
+                "weight": s.weight,
+                "drawn_rows": d,
+                "epochs": round(d / p.num_rows, 3),
             }
             for s, p, d in zip(data.sources, packed, drawn)
-        }  # fmt: skip
+        }
         save_rows(base / "train", rows, {"fingerprint": fp, "phase": ph["name"], "sources": sources}, order=order)
         for name, s in sources.items():
-            _say(cfg, f"phase {ph['name']}: source {name}: {s['documents']} docs, {s['tokens']} tokens, {s['rows']} rows of {ph['seq_len']}, drawn {s['drawn_rows']} ({s['epochs']} epochs)")
+            _say(
+                cfg,
+                f"phase {ph['name']}: source {name}: {s['documents']} docs, {s['tokens']} tokens, {s['rows']} rows of {ph['seq_len']}, drawn {s['drawn_rows']} ({s['epochs']} epochs)",
+            )
         if data.eval_files:
             ev = pack_documents(eval_tokens, ph["seq_len"], eos, pad, reset_positions=reset)
             save_rows(base / "eval", ev, {"fingerprint": fp, "phase": ph["name"]})
@@ -266,7 +278,7 @@ def _chat_rows(cfg: SFTConfig, tokenizer_dir: str, files: list[str], pad: int, l
     tokenized = tokenize_conversations(tokenizer_dir, convs)
     samples, stats = build_samples(tokenized, cfg.data.max_length, cfg.data.overlong)
     if not samples:
-        raise ValueError(f"{label} files {files}: no conversation fits data.max_length {cfg.data.max_length} ({stats.as_dict()})")
+        raise UserValueError(f"{label} files {files}: no conversation fits data.max_length {cfg.data.max_length} ({stats.as_dict()})")
     rows, _ = pack_samples(samples, cfg.data.max_length, pad, packing=cfg.data.packing)
     return rows, stats.as_dict()
 
@@ -299,11 +311,18 @@ def prepare_sft_data(cfg: SFTConfig, run: RunDir, tokenizer_dir: str) -> dict:
         f"{st['truncated']} truncated, {st['dropped_overlong']} dropped, {st['dropped_no_target']} dropped with no assistant token left",
     )
     return {
-        "name": "sft", "steps": meta["steps"], "seq_len": data.max_length, "global_batch": tr.global_batch_size,
-        "rope_theta": None, "max_position_embeddings": None, "schedule": _schedule(cfg, None, None),
-        "train_dir": str((base / "train").resolve()), "eval_dir": str((base / "eval").resolve()) if data.eval_files else None,
-        "epoch_rows": meta["rows"], "data_stats": st,
-    }  # fmt: skip
+        "name": "sft",
+        "steps": meta["steps"],
+        "seq_len": data.max_length,
+        "global_batch": tr.global_batch_size,
+        "rope_theta": None,
+        "max_position_embeddings": None,
+        "schedule": _schedule(cfg, None, None),
+        "train_dir": str((base / "train").resolve()),
+        "eval_dir": str((base / "eval").resolve()) if data.eval_files else None,
+        "epoch_rows": meta["rows"],
+        "data_stats": st,
+    }
 
 
 def log_data_stats(run: RunDir, phases: list[dict]) -> None:
@@ -313,7 +332,9 @@ def log_data_stats(run: RunDir, phases: list[dict]) -> None:
     try:
         for ph in phases:
             meta = read_meta(ph["train_dir"]) or {}
-            row = {k: meta[k] for k in ("rows", "tokens", "padding_tokens", "loss_tokens", "seq_len", "sources", "conversations") if k in meta}
+            row = {
+                k: meta[k] for k in ("rows", "tokens", "padding_tokens", "loss_tokens", "seq_len", "sources", "conversations") if k in meta
+            }
             writer.log(0, {"event": "data", "phase": ph["name"], **row})
     finally:
         writer.close()
@@ -327,7 +348,7 @@ def _plan(cfg, stage: str, phases: list[dict], init_model: str, tokenizer_dir: s
     return {
         "stage": stage,
         "phases": phases,
-        "init_model": init_model,
+        "initial_model": init_model,
         "tokenizer_dir": tokenizer_dir,
         "resume_from": resume_from,
         "trainer": cfg.trainer.model_dump(mode="json"),
@@ -357,7 +378,9 @@ def fit(cfg, run: RunDir, plan: dict) -> Any:
         train_loop_config=plan,
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources,
+            num_workers=t.num_workers,
+            use_gpu=t.use_gpu,
+            resources_per_worker=resources,
             placement_strategy=cfg.ray.placement_strategy,
         ),
         run_config=RunConfig(
@@ -367,12 +390,16 @@ def fit(cfg, run: RunDir, plan: dict) -> Any:
             failure_config=FailureConfig(max_failures=t.max_failures),
             callbacks=[
                 RunFolderCallback(
-                    str(run.path.resolve()), plan["stage"], tensorboard=cfg.logging.tensorboard,
-                    console=cfg.logging.console, ray_metrics=cfg.logging.ray_metrics, run_name=run.path.name,
+                    str(run.path.resolve()),
+                    plan["stage"],
+                    tensorboard=cfg.logging.tensorboard,
+                    console=cfg.logging.console,
+                    ray_metrics=cfg.logging.ray_metrics,
+                    run_name=run.path.name,
                 )
             ],
         ),
-    )  # fmt: skip
+    )
     return trainer.fit()
 
 
@@ -384,21 +411,13 @@ def _is_trainer_file(name: str) -> bool:
 
 def export_final(checkpoint_dir: Path, final: Path) -> Path:
     """Copy the HF part of a checkpoint (model, tokenizer, chat template, generation config)
-    to `final/`, atomically."""
+    to `final/`, published atomically (an existing final/ is replaced whole)."""
     if not (checkpoint_dir / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint_dir}: checkpoint has no HF model (config.json)")
-    tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=final.parent))
-    try:
+    with staging(final) as tmp:
         for item in checkpoint_dir.iterdir():
-            if _is_trainer_file(item.name):
-                continue
-            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            if not _is_trainer_file(item.name):
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
     return final
 
 
@@ -417,34 +436,38 @@ def _finish(cfg, run: RunDir, result, steps: int) -> StageResult:
 def run_pretrain(cfg: PretrainConfig) -> StageResult:
     from qwen25_rl.ray_utils import init_ray
 
-    run, resume_from = open_run(cfg, "pretrain")
-    _say(cfg, f"pretrain run folder: {run.path}")
-    ensure_synthetic(cfg.data.synthetic, cfg)
-    tokenizer_dir = pretrain_tokenizer(cfg, run)
-    init_model = initial_model(cfg, run, tokenizer_dir)
-    phases = plan_pretrain_phases(cfg, _read_model_config(init_model))
-    init_ray(cfg.ray)
-    prepare_pretrain_data(cfg, run, tokenizer_dir, phases)
-    log_data_stats(run, phases)
-    result = fit(cfg, run, _plan(cfg, "pretrain", phases, init_model, tokenizer_dir, resume_from))
-    return _finish(cfg, run, result, cfg.total_steps)
+    with open_run(cfg, "pretrain") as (run, resume_from):
+        _say(cfg, f"pretrain run folder: {run.path}")
+        ensure_synthetic(cfg.data.synthetic, cfg)
+        tokenizer_dir = pretrain_tokenizer(cfg, run)
+        init_model = initial_model(cfg, run, tokenizer_dir)
+        phases = plan_pretrain_phases(cfg, _read_model_config(init_model))
+        init_ray(cfg.ray)
+        prepare_pretrain_data(cfg, run, tokenizer_dir, phases)
+        log_data_stats(run, phases)
+        run.mark_started()
+        result = fit(cfg, run, _plan(cfg, "pretrain", phases, init_model, tokenizer_dir, resume_from))
+        return _finish(cfg, run, result, cfg.total_steps)
 
 
 def run_sft(cfg: SFTConfig) -> StageResult:
     from qwen25_rl.ray_utils import init_ray
 
     if not (Path(cfg.model.path) / "config.json").is_file():  # before any run folder is made
-        raise FileNotFoundError(f"model.path {cfg.model.path} is not a Hugging Face model folder (no config.json)")
-    run, resume_from = open_run(cfg, "sft")
-    _say(cfg, f"sft run folder: {run.path}")
-    ensure_synthetic(cfg.data.synthetic, cfg)
-    init_model = initial_model(cfg, run, "")
-    tokenizer_dir = _abs(cfg.tokenizer.path or cfg.model.path)
-    max_pos = _read_model_config(init_model).get("max_position_embeddings")
-    if max_pos and cfg.data.max_length > max_pos:
-        raise ValueError(f"data.max_length {cfg.data.max_length} exceeds the model's max_position_embeddings {max_pos} ({init_model})")
-    init_ray(cfg.ray)
-    phase = prepare_sft_data(cfg, run, tokenizer_dir)
-    log_data_stats(run, [phase])
-    result = fit(cfg, run, _plan(cfg, "sft", [phase], init_model, tokenizer_dir, resume_from))
-    return _finish(cfg, run, result, phase["steps"])
+        raise UserPathError(f"model.path {cfg.model.path} is not a Hugging Face model folder (no config.json)")
+    with open_run(cfg, "sft") as (run, resume_from):
+        _say(cfg, f"sft run folder: {run.path}")
+        ensure_synthetic(cfg.data.synthetic, cfg)
+        init_model = initial_model(cfg, run, "")
+        tokenizer_dir = _abs(cfg.tokenizer.path or cfg.model.path)
+        max_pos = _read_model_config(init_model).get("max_position_embeddings")
+        if max_pos and cfg.data.max_length > max_pos:
+            raise UserValueError(
+                f"data.max_length {cfg.data.max_length} exceeds the model's max_position_embeddings {max_pos} ({init_model})"
+            )
+        init_ray(cfg.ray)
+        phase = prepare_sft_data(cfg, run, tokenizer_dir)
+        log_data_stats(run, [phase])
+        run.mark_started()
+        result = fit(cfg, run, _plan(cfg, "sft", [phase], init_model, tokenizer_dir, resume_from))
+        return _finish(cfg, run, result, phase["steps"])

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qwen25_rl.checkpointing import staging
 from qwen25_rl.pretrain.packing import PackedRows
 
 ARRAYS = ("input_ids", "labels", "position_ids")
@@ -42,8 +40,8 @@ def _tokenize_texts(tokenizer_dir: str, texts: list[str]) -> list[np.ndarray]:
 
 
 def _tokenize_chats(tokenizer_dir: str, conversations: list[list[dict[str, str]]]) -> list[tuple[list[int], list[int]]]:
-    from qwen25_rl.pretrain.sft_data import assistant_token_mask
     from qwen25_rl.models import load_tokenizer
+    from qwen25_rl.pretrain.sft_data import assistant_token_mask
 
     tok = load_tokenizer(tokenizer_dir)
     return [assistant_token_mask(tok, c) for c in conversations]
@@ -89,11 +87,8 @@ def read_meta(folder: str | Path) -> dict | None:
 
 
 def save_rows(folder: str | Path, rows: PackedRows, meta: dict, order: np.ndarray | None = None) -> Path:
-    """Write rows (and order) atomically: into a temp sibling, then renamed over `folder`."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    """Write rows (and order) as one folder, published atomically over `folder`."""
+    with staging(Path(folder)) as tmp:
         for name in ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(rows, name))
         np.save(tmp / "lengths.npy", rows.lengths)
@@ -101,13 +96,7 @@ def save_rows(folder: str | Path, rows: PackedRows, meta: dict, order: np.ndarra
             np.save(tmp / "order.npy", order)
         meta = {**meta, **rows.stats(), "seq_len": rows.seq_len}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
 
 
 class RowStore:

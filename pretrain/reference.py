@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from qwen25_rl.pretrain.data_order import step_rows
-from qwen25_rl.training.engines import make_optimizer
 from qwen25_rl.pretrain.packing import IGNORE
 from qwen25_rl.pretrain.prepare import RowStore
+from qwen25_rl.training.engines import make_optimizer
 from qwen25_rl.training.schedule import PhaseSchedule
 
 

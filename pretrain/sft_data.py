@@ -1,6 +1,6 @@
 """Chat conversations -> SFT samples: token ids plus labels only on assistant tokens.
 
-The mask comes from the tokenizer's own chat template: `{% generation %}` ... 
+The mask comes from the tokenizer's own chat template: `{% generation %}` ...
 `{% endgeneration %}` around each assistant reply (our ChatML template wraps the reply text
 and its `<|im_end|>`, so the model learns to stop) lets
 `apply_chat_template(..., return_assistant_tokens_mask=True)` mark exactly those tokens.
@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qwen25_rl.errors import UserValueError
 from qwen25_rl.pretrain.packing import IGNORE, sample_labels
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(UserValueError):
     pass
 
 

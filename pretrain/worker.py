@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from qwen25_rl.checkpointing import load_rng_state, save_rng_state
 from qwen25_rl.pretrain.data_order import step_rows
-from qwen25_rl.training.engines import ENGINES
 from qwen25_rl.pretrain.flops import device_peak_tflops, train_flops_per_token
 from qwen25_rl.pretrain.packing import IGNORE
 from qwen25_rl.pretrain.prepare import RowStore, batch_fingerprint
+from qwen25_rl.training.engines import ENGINES
 from qwen25_rl.training.schedule import PhaseSchedule
 
 STATE_FILE = "trainer_state.json"
@@ -76,7 +77,9 @@ def hidden_states_output(module: torch.nn.Module):
 
 def phase_schedule(p: dict) -> PhaseSchedule:
     s = p["schedule"]
-    return PhaseSchedule(steps=p["steps"], peak_lr=s["peak_lr"], warmup_steps=s["warmup_steps"], decay=s["decay"], min_lr_ratio=s["min_lr_ratio"])
+    return PhaseSchedule(
+        steps=p["steps"], peak_lr=s["peak_lr"], warmup_steps=s["warmup_steps"], decay=s["decay"], min_lr_ratio=s["min_lr_ratio"]
+    )
 
 
 def locate(phases: list[dict], global_step: int) -> tuple[int, int]:
@@ -107,9 +110,14 @@ class LossFn:
         with hidden_states_output(module) as head:
             hidden = forward(**inputs).logits
         return self._lm_loss_from_hidden(
-            hidden, head.weight, batch["labels"], bias=head.bias, ignore_index=IGNORE,
-            num_tokens=num_tokens, chunk_size=self.chunk_size,
-        )  # fmt: skip
+            hidden,
+            head.weight,
+            batch["labels"],
+            bias=head.bias,
+            ignore_index=IGNORE,
+            num_tokens=num_tokens,
+            chunk_size=self.chunk_size,
+        )
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:
@@ -146,25 +154,6 @@ def evaluate(engine, loss_fn: LossFn, store: RowStore, rank: int, world: int, mi
     engine.train(True)
     total, count = _all_reduce_sum([total, count], device)
     return total / count if count else float("nan")
-
-
-def _rng_state() -> dict:
-    import random
-
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    import random
-
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _quiet_ray_train_reports() -> None:
@@ -220,9 +209,11 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
                     f"resume with trainer.num_workers={state['world_size']} (this run has {world})"
                 )
         model = load_model(
-            ckpt_dir if ckpt_dir is not None else plan["init_model"],
-            dtype="float32", attn_implementation=plan["model"]["attn_implementation"], device=str(device),
-        )  # fmt: skip
+            ckpt_dir if ckpt_dir is not None else plan["initial_model"],
+            dtype="float32",
+            attn_implementation=plan["model"]["attn_implementation"],
+            device=str(device),
+        )
         if plan["model"]["gradient_checkpointing"]:
             model.gradient_checkpointing_enable()
         global_step = state["step"] if state else 0
@@ -237,7 +228,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             engine.load(ckpt_dir)
             rng_file = ckpt_dir / f"rng_rank{rank}.pt"
             if rng_file.is_file():
-                _set_rng_state(torch.load(rng_file, weights_only=False))
+                load_rng_state(rng_file)
         else:
             torch.manual_seed(plan["seed"] + rank)
     module = engine.module
@@ -272,16 +263,23 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             module.save_pretrained(tmp, state_dict=export, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             trainer_state = {
-                "stage": plan["stage"], "step": global_step, "phase": phase["name"], "phase_step": phase_step,
-                "world_size": world, "strategy": trainer["strategy"], "zero_stage": trainer["zero_stage"],
+                "stage": plan["stage"],
+                "step": global_step,
+                "phase": phase["name"],
+                "phase_step": phase_step,
+                "world_size": world,
+                "strategy": trainer["strategy"],
+                "zero_stage": trainer["zero_stage"],
                 "time": time.time(),
-            }  # fmt: skip
+            }
             (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
-        torch.save(_rng_state(), tmp / f"rng_rank{rank}.pt")
+        save_rng_state(tmp / f"rng_rank{rank}.pt")
         ray.train.report(
-            payload(), checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
-            checkpoint_dir_name=f"step_{global_step}", delete_local_checkpoint_after_upload=True,
-        )  # fmt: skip
+            payload(),
+            checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
+            checkpoint_dir_name=f"step_{global_step}",
+            delete_local_checkpoint_after_upload=True,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
     # ---- train
@@ -329,11 +327,18 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             dt, t0 = t_end - t0, t_end
             tokens = int(store.lengths[all_rows].sum())
             metrics: dict[str, Any] = {
-                "step": global_step, "phase": phase["name"], "loss": loss_sum, "lr": lr,
-                "grad_norm": grad_norm, "tokens": tokens, "loss_tokens": int(num_tokens),
-                "step_time_s": dt, "tokens_per_s": tokens / dt,
-                "tflops": tokens * flops_per_token / dt / 1e12, "wall_time": time.time(),
-            }  # fmt: skip
+                "step": global_step,
+                "phase": phase["name"],
+                "loss": loss_sum,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens": tokens,
+                "loss_tokens": int(num_tokens),
+                "step_time_s": dt,
+                "tokens_per_s": tokens / dt,
+                "tflops": tokens * flops_per_token / dt / 1e12,
+                "wall_time": time.time(),
+            }
             if peak:
                 metrics["mfu"] = metrics["tflops"] / (peak * world)
             if rank == 0:

@@ -36,9 +36,7 @@ class _CheckoutSiblings:
 
 def _is_checkout() -> bool:
     """Siblings beside this folder (a checkout), not inside it (an installed wheel)."""
-    return os.path.isfile(os.path.join(_CHECKOUT, "sandboxes", "harness.py")) and not os.path.isdir(
-        os.path.join(_PACKAGE_DIR, "sandboxes")
-    )
+    return os.path.isfile(os.path.join(_CHECKOUT, "sandboxes", "harness.py")) and not os.path.isdir(os.path.join(_PACKAGE_DIR, "sandboxes"))
 
 
 if _is_checkout() and not any(isinstance(f, type) and f.__name__ == "_CheckoutSiblings" for f in sys.meta_path):

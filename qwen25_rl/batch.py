@@ -44,7 +44,7 @@ class TensorBatch:
     def __contains__(self, key: str) -> bool:
         return key in self.tensors or key in self.meta
 
-    def select(self, index: torch.Tensor | list[int] | slice) -> "TensorBatch":
+    def select(self, index: torch.Tensor | list[int] | slice) -> TensorBatch:
         """The samples at `index` (a slice, a list of positions or a bool/long tensor)."""
         if isinstance(index, slice):
             positions = list(range(len(self)))[index]
@@ -59,7 +59,7 @@ class TensorBatch:
             dict(self.info),
         )
 
-    def chunk(self, n: int) -> list["TensorBatch"]:
+    def chunk(self, n: int) -> list[TensorBatch]:
         """Split into `n` contiguous parts whose sizes differ by at most one."""
         if n <= 0:
             raise ValueError(f"cannot split a batch into {n} parts")
@@ -72,7 +72,7 @@ class TensorBatch:
         return out
 
     @staticmethod
-    def cat(parts: list["TensorBatch"]) -> "TensorBatch":
+    def cat(parts: list[TensorBatch]) -> TensorBatch:
         """Concatenate along samples; `info` of the first part is kept."""
         parts = [p for p in parts if len(p) > 0] or parts[:1]
         if not parts:
@@ -84,13 +84,13 @@ class TensorBatch:
         meta = {k: [x for p in parts for x in p.meta[k]] for k in parts[0].meta}
         return TensorBatch(tensors, meta, dict(parts[0].info))
 
-    def to(self, device: str | torch.device) -> "TensorBatch":
+    def to(self, device: str | torch.device) -> TensorBatch:
         return TensorBatch({k: v.to(device) for k, v in self.tensors.items()}, self.meta, self.info)
 
-    def with_tensors(self, **tensors: torch.Tensor) -> "TensorBatch":
+    def with_tensors(self, **tensors: torch.Tensor) -> TensorBatch:
         return TensorBatch({**self.tensors, **tensors}, self.meta, self.info)
 
-    def trimmed(self) -> tuple["TensorBatch", slice]:
+    def trimmed(self) -> tuple[TensorBatch, slice]:
         """This batch without columns that are padding in every sample: leading prompt columns
         where `prompt_mask` is all 0, trailing response columns where `response_mask` is all 0
         (every right-padded field as wide as `response_mask` is cut alike). Also returns the

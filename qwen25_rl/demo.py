@@ -126,15 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     evals = [r for r in grpo_rows if "eval/accuracy" in r]
     before, after = (evals[0], evals[-1]) if len(evals) >= 2 else (None, None)
     print("\n== summary ==")
-    print(f"pretrain  {times['pretrain']:6.0f}s  {pre.steps} steps, train loss {_fmt(_last(pre_rows, 'loss'))}, "
-          f"held-out loss {_fmt(_last(pre_rows, 'eval_loss'))}, rope_theta -> {_rope_theta(pre.final)}")  # fmt: skip
-    print(f"sft       {times['sft']:6.0f}s  {sft.steps} steps, train loss {_fmt(_last(sft_rows, 'loss'))}, "
-          f"held-out loss {_fmt(_last(sft_rows, 'eval_loss'))}")  # fmt: skip
+    print(
+        f"pretrain  {times['pretrain']:6.0f}s  {pre.steps} steps, train loss {_fmt(_last(pre_rows, 'loss'))}, "
+        f"held-out loss {_fmt(_last(pre_rows, 'eval_loss'))}, rope_theta -> {_rope_theta(pre.final)}"
+    )
+    print(
+        f"sft       {times['sft']:6.0f}s  {sft.steps} steps, train loss {_fmt(_last(sft_rows, 'loss'))}, "
+        f"held-out loss {_fmt(_last(sft_rows, 'eval_loss'))}"
+    )
     rewards = [r["reward/mean"] for r in grpo_rows if "reward/mean" in r]
     line = f"grpo      {times['grpo']:6.0f}s  {len(rewards)} steps, reward {_fmt(rewards[0] if rewards else None)} -> {_fmt(rewards[-1] if rewards else None)}"
     if before and after:
-        line += (f", held-out accuracy {before['eval/accuracy']:.3f} (step {before['step']}) -> "
-                 f"{after['eval/accuracy']:.3f} (step {after['step']})")  # fmt: skip
+        line += (
+            f", held-out accuracy {before['eval/accuracy']:.3f} (step {before['step']}) -> "
+            f"{after['eval/accuracy']:.3f} (step {after['step']})"
+        )
     print(line)
     print(f"total {time.time() - t0:.0f}s; final model (HF format, loads in vLLM): {grpo_dir / 'final'}")
     print(f"TensorBoard: tensorboard --logdir {out}")

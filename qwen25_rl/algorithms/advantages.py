@@ -79,12 +79,8 @@ class GroupStats:
         sq = torch.zeros(num_groups, dtype=r.dtype, device=r.device).index_add_(0, index, centered.square())
         # Bessel-corrected (as torch.std, TRL, OpenRLHF, veRL); a group of one has std 0 here.
         var = torch.where(counts > 1, sq / (counts - 1).clamp(min=1), torch.zeros_like(sq))
-        lo = torch.full((num_groups,), float("inf"), dtype=r.dtype, device=r.device).scatter_reduce(
-            0, index, r, reduce="amin"
-        )
-        hi = torch.full((num_groups,), float("-inf"), dtype=r.dtype, device=r.device).scatter_reduce(
-            0, index, r, reduce="amax"
-        )
+        lo = torch.full((num_groups,), float("inf"), dtype=r.dtype, device=r.device).scatter_reduce(0, index, r, reduce="amin")
+        hi = torch.full((num_groups,), float("-inf"), dtype=r.dtype, device=r.device).scatter_reduce(0, index, r, reduce="amax")
         self.size = counts[index]
         self.sum = sums[index]
         self.mean = means[index]
@@ -130,9 +126,7 @@ def grpo_advantages(
 
 
 @register_advantage_estimator("dr_grpo")
-def dr_grpo_advantages(
-    rewards: Tensor, group_ids: Tensor | Sequence[Hashable], response_mask: Tensor
-) -> Tensor:
+def dr_grpo_advantages(rewards: Tensor, group_ids: Tensor | Sequence[Hashable], response_mask: Tensor) -> Tensor:
     """Dr. GRPO: A_i = r_i - mean_g (GRPO without the std normalisation)."""
     return grpo_advantages(rewards, group_ids, response_mask, scale_by_std=False)
 
@@ -197,9 +191,7 @@ def _whitened_returns(outcome: Tensor, response_mask: Tensor, token_rewards: Ten
     returns = _per_token(outcome, mask)
     if token_rewards is not None:
         if token_rewards.shape != mask.shape:
-            raise ValueError(
-                f"token_rewards has shape {tuple(token_rewards.shape)}, expected {tuple(mask.shape)}"
-            )
+            raise ValueError(f"token_rewards has shape {tuple(token_rewards.shape)}, expected {tuple(mask.shape)}")
         u = torch.where(mask, token_rewards.to(returns.dtype), torch.zeros((), dtype=returns.dtype, device=returns.device))
         # return-to-go: reverse cumulative sum over the token axis
         returns = returns + u.flip(-1).cumsum(-1).flip(-1)
@@ -221,8 +213,7 @@ def _validate(rewards: Tensor, group_ids: Tensor | Sequence[Hashable], response_
         raise TypeError(f"rewards must be floating point, got {rewards.dtype}")
     if response_mask.dim() != 2 or response_mask.shape[0] != rewards.shape[0]:
         raise ValueError(
-            f"response_mask must be [{rewards.shape[0]}, tokens] to match {rewards.shape[0]} rewards, "
-            f"got {tuple(response_mask.shape)}"
+            f"response_mask must be [{rewards.shape[0]}, tokens] to match {rewards.shape[0]} rewards, got {tuple(response_mask.shape)}"
         )
     n_ids = group_ids.shape[0] if isinstance(group_ids, Tensor) and group_ids.dim() else len(group_ids)
     if n_ids != rewards.shape[0]:

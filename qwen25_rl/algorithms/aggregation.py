@@ -83,8 +83,7 @@ def aggregate_token_loss(
             raise ValueError(f"max_response_length must be positive, got {max_response_length}")
         if max_response_length is not None and per_token_loss.shape[-1] > max_response_length:
             raise ValueError(
-                f"batch has {per_token_loss.shape[-1]} response positions, more than "
-                f"max_response_length={max_response_length}"
+                f"batch has {per_token_loss.shape[-1]} response positions, more than max_response_length={max_response_length}"
             )
         total = masked.sum()
         denom = _count(num_seqs, "num_seqs", default=(seq_token_counts > 0).sum()) * length

@@ -112,9 +112,7 @@ def dpo_loss(
         raise ValueError(f"rpo_alpha must be >= 0, got {rpo_alpha}")
     needs_lengths = length_normalize or rpo_alpha
     if needs_lengths and (chosen_lengths is None or (length_normalize and rejected_lengths is None)):
-        raise ValueError(
-            "length_normalize needs chosen_lengths and rejected_lengths; rpo_alpha needs chosen_lengths"
-        )
+        raise ValueError("length_normalize needs chosen_lengths and rejected_lengths; rpo_alpha needs chosen_lengths")
     for name, lengths in (("chosen_lengths", chosen_lengths), ("rejected_lengths", rejected_lengths)):
         if lengths is not None and lengths.shape != (num,):
             raise ValueError(f"{name} must be [num_pairs]={num}, got {tuple(lengths.shape)}")
@@ -139,15 +137,17 @@ def dpo_loss(
     with torch.no_grad():
         chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)
         rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
-        metrics.update({
-            "rewards/chosen": chosen_rewards.mean(),
-            "rewards/rejected": rejected_rewards.mean(),
-            "rewards/accuracy": (chosen_rewards > rejected_rewards).to(chosen_rewards.dtype).mean(),
-            "rewards/margin": (chosen_rewards - rejected_rewards).mean(),
-            "logps/chosen": policy_chosen_logps.detach().mean(),
-            "logps/rejected": policy_rejected_logps.detach().mean(),
-            "loss/preference": (per_pair.sum() / denom).detach(),
-        })
+        metrics.update(
+            {
+                "rewards/chosen": chosen_rewards.mean(),
+                "rewards/rejected": rejected_rewards.mean(),
+                "rewards/accuracy": (chosen_rewards > rejected_rewards).to(chosen_rewards.dtype).mean(),
+                "rewards/margin": (chosen_rewards - rejected_rewards).mean(),
+                "logps/chosen": policy_chosen_logps.detach().mean(),
+                "logps/rejected": policy_rejected_logps.detach().mean(),
+                "loss/preference": (per_pair.sum() / denom).detach(),
+            }
+        )
     return LossOutput(loss, metrics)
 
 

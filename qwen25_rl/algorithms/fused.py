@@ -78,8 +78,7 @@ def fused_loss_from_hidden(
         raise ValueError(f"hidden must be [batch, tokens, hidden], got shape {tuple(hidden.shape)}")
     if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
         raise ValueError(
-            f"hidden [..., {hidden.shape[-1]}] does not match output projection weight {tuple(weight.shape)} "
-            "(expected [vocab, hidden])"
+            f"hidden [..., {hidden.shape[-1]}] does not match output projection weight {tuple(weight.shape)} (expected [vocab, hidden])"
         )
     if hidden.dtype != weight.dtype:
         raise TypeError(f"hidden is {hidden.dtype} but the output projection weight is {weight.dtype}")
@@ -101,16 +100,30 @@ def fused_loss_from_hidden(
     # Decided here: inside Function.forward autograd is always off.
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     loss = _FusedLossFromHidden.apply(
-        hidden, weight, bias, safe_labels, mask, loss_fn, float(temperature), int(rows_per_chunk), need_grad,
-        log_probs, entropy,
+        hidden,
+        weight,
+        bias,
+        safe_labels,
+        mask,
+        loss_fn,
+        float(temperature),
+        int(rows_per_chunk),
+        need_grad,
+        log_probs,
+        entropy,
     )
     return FusedLossOutput(loss, log_probs, entropy)
 
 
+def _spread(values: Tensor, picked: Tensor, rows: int, length: int) -> Tensor:
+    """[n] values at the flat positions `picked` -> [rows, length], 0 elsewhere."""
+    full = torch.zeros(rows * length, dtype=values.dtype, device=values.device)
+    return full.index_copy_(0, picked, values).view(rows, length)
+
+
 class _FusedLossFromHidden(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, mask, loss_fn, temperature, rows_per_chunk, need_grad,
-                log_probs_out, entropy_out):
+    def forward(ctx, hidden, weight, bias, labels, mask, loss_fn, temperature, rows_per_chunk, need_grad, log_probs_out, entropy_out):
         batch, length, width = hidden.shape
         vocab = weight.shape[0]
         cdtype = log_probs_out.dtype
@@ -132,7 +145,6 @@ class _FusedLossFromHidden(torch.autograd.Function):
             h = hidden[rows].reshape(-1, width).index_select(0, picked)
             y = labels[rows].reshape(-1)[picked].long()
             n = h.shape[0]
-            cells = (r1 - r0) * length
             z = logits_buffer[:n]
             torch.matmul(h, weight.t(), out=z)
             if bias is not None:
@@ -157,12 +169,8 @@ class _FusedLossFromHidden(torch.autograd.Function):
                 # H = -sum_j p_j log p_j = log S - sum_j p_j (s_j - m)
                 chunk_entropy = log_sum - (p * shifted).sum(dim=-1)
 
-            def spread(values: Tensor) -> Tensor:  # [n] picked values -> [rows, T], 0 elsewhere
-                full = torch.zeros(cells, dtype=cdtype, device=hidden.device)
-                return full.index_copy_(0, picked, values).view(r1 - r0, length)
-
-            lp_leaf = spread(chunk_log_p).requires_grad_(need_grad)
-            ent_leaf = spread(chunk_entropy).requires_grad_(need_grad) if with_entropy else None
+            lp_leaf = _spread(chunk_log_p, picked, r1 - r0, length).requires_grad_(need_grad)
+            ent_leaf = _spread(chunk_entropy, picked, r1 - r0, length).requires_grad_(need_grad) if with_entropy else None
             with torch.enable_grad():
                 chunk_loss = loss_fn(rows, lp_leaf, ent_leaf)
                 if not isinstance(chunk_loss, Tensor) or chunk_loss.dim() != 0:
@@ -273,20 +281,39 @@ def policy_loss_from_hidden(
     def chunk_loss(rows: slice, log_probs: Tensor, entropy: Tensor | None) -> Tensor:
         old = log_probs.detach() if old_log_probs is None else old_log_probs[rows]
         return policy_loss(
-            log_probs, old, advantages[rows], response_mask[rows],
-            rollout_log_probs=rows_of(rollout_log_probs, rows), ref_log_probs=rows_of(ref_log_probs, rows),
-            entropy=entropy, **counts, **policy_options,
+            log_probs,
+            old,
+            advantages[rows],
+            response_mask[rows],
+            rollout_log_probs=rows_of(rollout_log_probs, rows),
+            ref_log_probs=rows_of(ref_log_probs, rows),
+            entropy=entropy,
+            **counts,
+            **policy_options,
         ).loss
 
     fused = fused_loss_from_hidden(
-        hidden, weight, labels, chunk_loss, bias=bias, temperature=temperature,
-        rows_per_chunk=rows_per_chunk, with_entropy=with_entropy, response_mask=response_mask,
+        hidden,
+        weight,
+        labels,
+        chunk_loss,
+        bias=bias,
+        temperature=temperature,
+        rows_per_chunk=rows_per_chunk,
+        with_entropy=with_entropy,
+        response_mask=response_mask,
     )
     # Metrics over the whole batch, from the detached log-probs (elementwise work on [B, T]).
     with torch.no_grad():
         metrics = policy_loss(
-            fused.log_probs, fused.log_probs if old_log_probs is None else old_log_probs, advantages, response_mask,
-            rollout_log_probs=rollout_log_probs, ref_log_probs=ref_log_probs, entropy=fused.entropy,
-            **counts, **policy_options,
+            fused.log_probs,
+            fused.log_probs if old_log_probs is None else old_log_probs,
+            advantages,
+            response_mask,
+            rollout_log_probs=rollout_log_probs,
+            ref_log_probs=ref_log_probs,
+            entropy=fused.entropy,
+            **counts,
+            **policy_options,
         ).metrics
     return FusedPolicyLossOutput(fused.loss, metrics, log_probs=fused.log_probs, entropy=fused.entropy)

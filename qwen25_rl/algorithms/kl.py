@@ -67,9 +67,7 @@ def kl_divergence(
     reference (one such token would otherwise dominate the loss); OpenRLHF and veRL clamp at 10.
     """
     if log_probs.shape != ref_log_probs.shape:
-        raise ValueError(
-            f"log_probs {tuple(log_probs.shape)} and ref_log_probs {tuple(ref_log_probs.shape)} differ in shape"
-        )
+        raise ValueError(f"log_probs {tuple(log_probs.shape)} and ref_log_probs {tuple(ref_log_probs.shape)} differ in shape")
     value = get_kl_estimator(estimator)(log_probs, ref_log_probs)
     if clamp is not None:
         if clamp <= 0:

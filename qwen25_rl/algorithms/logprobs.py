@@ -259,8 +259,8 @@ class _LogProbsFromLogits(torch.autograd.Function):
         g_h = grad_entropy.reshape(-1).to(lse.dtype) if (grad_entropy is not None and entropy is not None) else None
         grad_logits = torch.empty_like(flat)
         # Same dtype: each chunk's gradient is computed directly in its slice of grad_logits.
-        buffer = None if grad_logits.dtype == lse.dtype else torch.empty(
-            (min(ctx.chunk_size, n), vocab), dtype=lse.dtype, device=logits.device
+        buffer = (
+            None if grad_logits.dtype == lse.dtype else torch.empty((min(ctx.chunk_size, n), vocab), dtype=lse.dtype, device=logits.device)
         )
         for start in range(0, n, ctx.chunk_size):
             end = min(start + ctx.chunk_size, n)
@@ -294,8 +294,7 @@ class _LogProbsFromHidden(torch.autograd.Function):
     ):
         if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
             raise ValueError(
-                f"hidden [..., {hidden.shape[-1]}] does not match output projection weight {tuple(weight.shape)} "
-                "(expected [vocab, hidden])"
+                f"hidden [..., {hidden.shape[-1]}] does not match output projection weight {tuple(weight.shape)} (expected [vocab, hidden])"
             )
         if hidden.dtype != weight.dtype:
             raise TypeError(f"hidden is {hidden.dtype} but the output projection weight is {weight.dtype}")
@@ -383,9 +382,7 @@ def _scaled_copy(chunk: Tensor, temperature: float, buffer: Tensor) -> Tensor:
     return out
 
 
-def _chunk_logits(
-    h: Tensor, weight: Tensor, bias: Tensor | None, temperature: float, buffer: Tensor, cdtype: torch.dtype
-) -> Tensor:
+def _chunk_logits(h: Tensor, weight: Tensor, bias: Tensor | None, temperature: float, buffer: Tensor, cdtype: torch.dtype) -> Tensor:
     """Scaled logits (h @ weight.T + bias) / temperature of one chunk, in `cdtype`."""
     z = buffer[: h.shape[0]]
     torch.matmul(h, weight.t(), out=z)

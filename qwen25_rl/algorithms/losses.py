@@ -63,12 +63,8 @@ def lm_loss_from_hidden(
     scales them by the incoming gradient. When no gradient is needed, none is computed.
     """
     # Decided here: inside Function.forward autograd is always off.
-    need_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (hidden, weight, bias)
-    )
-    return _LMLossFromHidden.apply(
-        hidden, weight, bias, labels, int(ignore_index), num_tokens, int(chunk_size), need_grad
-    )
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
+    return _LMLossFromHidden.apply(hidden, weight, bias, labels, int(ignore_index), num_tokens, int(chunk_size), need_grad)
 
 
 def _token_count(num_tokens: float | Tensor | None, valid: Tensor) -> Tensor | float:
@@ -85,8 +81,7 @@ class _LMLossFromHidden(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, labels, ignore_index, num_tokens, chunk_size, need_grad):
         if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
             raise ValueError(
-                f"hidden [..., {hidden.shape[-1]}] does not match output projection weight {tuple(weight.shape)} "
-                "(expected [vocab, hidden])"
+                f"hidden [..., {hidden.shape[-1]}] does not match output projection weight {tuple(weight.shape)} (expected [vocab, hidden])"
             )
         if hidden.dtype != weight.dtype:
             raise TypeError(f"hidden is {hidden.dtype} but the output projection weight is {weight.dtype}")
@@ -167,9 +162,7 @@ class _LMLossFromHidden(torch.autograd.Function):
         grad_hidden = None
         if grad_rows is not None:
             shape = ctx.hidden_shape
-            grad_hidden = torch.zeros(
-                (math.prod(shape[:-1]), shape[-1]), dtype=ctx.hidden_dtype, device=grad_rows.device
-            )
+            grad_hidden = torch.zeros((math.prod(shape[:-1]), shape[-1]), dtype=ctx.hidden_dtype, device=grad_rows.device)
             grad_hidden.index_copy_(0, valid_rows, scaled(grad_rows))
             grad_hidden = grad_hidden.view(shape)
         return (
@@ -200,8 +193,7 @@ def bradley_terry_loss(
     """
     if chosen_rewards.shape != rejected_rewards.shape or chosen_rewards.dim() != 1:
         raise ValueError(
-            f"chosen_rewards {tuple(chosen_rewards.shape)} and rejected_rewards {tuple(rejected_rewards.shape)} "
-            "must both be [num_pairs]"
+            f"chosen_rewards {tuple(chosen_rewards.shape)} and rejected_rewards {tuple(rejected_rewards.shape)} must both be [num_pairs]"
         )
     diff = chosen_rewards - rejected_rewards
     if margin is not None:

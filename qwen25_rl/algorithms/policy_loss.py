@@ -93,9 +93,9 @@ def truncated_importance_weights(
 ) -> tuple[Tensor, Tensor]:
     """(weights w, out-of-band flags) for the sampler/trainer mismatch, per token, no gradient.
 
-      rho_is = exp(log pi_old - log pi_rollout)   (trainer's vs sampler's probability of the token)
-      truncate: w = clamp(rho_is, low, high)      (TIS; low = 0 truncates from above only)
-      mask:     w = rho_is if low <= rho_is <= high else 0   (drop tokens the engines disagree on)
+    rho_is = exp(log pi_old - log pi_rollout)   (trainer's vs sampler's probability of the token)
+    truncate: w = clamp(rho_is, low, high)      (TIS; low = 0 truncates from above only)
+    mask:     w = rho_is if low <= rho_is <= high else 0   (drop tokens the engines disagree on)
     """
     if mode not in TIS_MODES:
         raise ValueError(f"unknown importance-sampling correction mode {mode!r}; known: {', '.join(TIS_MODES)}")
@@ -144,8 +144,12 @@ def policy_loss(
     importance-sampling correction `tis_mode` with band [tis_low, tis_high].
     """
     mask = check_mask(response_mask, log_probs)
-    for name, tensor in (("old_log_probs", old_log_probs), ("rollout_log_probs", rollout_log_probs),
-                         ("ref_log_probs", ref_log_probs), ("entropy", entropy)):
+    for name, tensor in (
+        ("old_log_probs", old_log_probs),
+        ("rollout_log_probs", rollout_log_probs),
+        ("ref_log_probs", ref_log_probs),
+        ("entropy", entropy),
+    ):
         if tensor is not None and tensor.shape != log_probs.shape:
             raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(log_probs.shape)}")
     if advantages.dim() == 1:
@@ -155,9 +159,7 @@ def policy_loss(
     advantages = advantages.detach()
     old_log_probs = old_log_probs.detach()
 
-    per_token, token_metrics = get_policy_loss(loss_type)(
-        log_probs, old_log_probs, advantages, mask, **loss_options
-    )
+    per_token, token_metrics = get_policy_loss(loss_type)(log_probs, old_log_probs, advantages, mask, **loss_options)
     metrics: dict[str, Tensor] = {}
 
     if rollout_log_probs is not None:
@@ -169,8 +171,12 @@ def policy_loss(
         token_metrics["tis_weight_mean"] = weights
 
     pg_loss = aggregate_token_loss(
-        per_token, mask, loss_agg_mode,
-        num_tokens=num_tokens, num_seqs=num_seqs, max_response_length=max_response_length,
+        per_token,
+        mask,
+        loss_agg_mode,
+        num_tokens=num_tokens,
+        num_seqs=num_seqs,
+        max_response_length=max_response_length,
     )
     total = pg_loss
     if kl_coef:
@@ -178,8 +184,12 @@ def policy_loss(
             raise ValueError("kl_coef is set but ref_log_probs were not given")
         kl = kl_divergence(log_probs, ref_log_probs.detach(), kl_estimator, clamp=kl_clamp)
         kl_loss = aggregate_token_loss(
-            kl, mask, loss_agg_mode,
-            num_tokens=num_tokens, num_seqs=num_seqs, max_response_length=max_response_length,
+            kl,
+            mask,
+            loss_agg_mode,
+            num_tokens=num_tokens,
+            num_seqs=num_seqs,
+            max_response_length=max_response_length,
         )
         total = total + kl_coef * kl_loss
         token_metrics["kl"] = kl
@@ -189,8 +199,12 @@ def policy_loss(
     if entropy is not None:
         if entropy_coef:
             entropy_loss = aggregate_token_loss(
-                entropy, mask, loss_agg_mode,
-                num_tokens=num_tokens, num_seqs=num_seqs, max_response_length=max_response_length,
+                entropy,
+                mask,
+                loss_agg_mode,
+                num_tokens=num_tokens,
+                num_seqs=num_seqs,
+                max_response_length=max_response_length,
             )
             total = total - entropy_coef * entropy_loss
         token_metrics["entropy"] = entropy

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
+from qwen25_rl.errors import UserError
+
 F = TypeVar("F", bound=Callable)
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """A registry lookup with a name nobody registered."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it

@@ -64,5 +64,7 @@ def init_model(args: argparse.Namespace) -> int:
     model = build_model(preset, tokenizer=tokenizer, seed=args.seed, dtype=args.dtype)
     out = save_pretrained(model, tokenizer, Path(args.out))
     n = sum(p.numel() for p in model.parameters())
-    print(f"wrote {out}: preset {preset.name}, {n:,} parameters (shape formula {count_parameters(preset):,} at preset vocab), vocab {len(tokenizer)}")
+    print(
+        f"wrote {out}: preset {preset.name}, {n:,} parameters (shape formula {count_parameters(preset):,} at preset vocab), vocab {len(tokenizer)}"
+    )
     return 0

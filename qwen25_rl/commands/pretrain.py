@@ -20,9 +20,9 @@ _CONFIG_ARGS = [
     arguments=_CONFIG_ARGS,
 )
 def pretrain(args: argparse.Namespace) -> int:
+    from qwen25_rl.config import load_config
     from qwen25_rl.pretrain.config import PretrainConfig
     from qwen25_rl.pretrain.driver import run_pretrain
-    from qwen25_rl.config import load_config
 
     result = run_pretrain(load_config(args.config, args.overrides, schema=PretrainConfig))
     print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final) if result.final else None, "steps": result.steps}))
@@ -35,9 +35,9 @@ def pretrain(args: argparse.Namespace) -> int:
     arguments=_CONFIG_ARGS,
 )
 def sft(args: argparse.Namespace) -> int:
+    from qwen25_rl.config import load_config
     from qwen25_rl.pretrain.config import SFTConfig
     from qwen25_rl.pretrain.driver import run_sft
-    from qwen25_rl.config import load_config
 
     result = run_sft(load_config(args.config, args.overrides, schema=SFTConfig))
     print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final) if result.final else None, "steps": result.steps}))
@@ -61,9 +61,13 @@ def synth_data(args: argparse.Namespace) -> int:
     from qwen25_rl.data import SyntheticSpec, write_synthetic_dataset
 
     spec = SyntheticSpec(
-        seed=args.seed, arithmetic_train=args.arithmetic_train, arithmetic_heldout=args.arithmetic_heldout,
-        code_train=args.code_train, code_heldout=args.code_heldout, max_operand=args.max_operand,
-    )  # fmt: skip
+        seed=args.seed,
+        arithmetic_train=args.arithmetic_train,
+        arithmetic_heldout=args.arithmetic_heldout,
+        code_train=args.code_train,
+        code_heldout=args.code_heldout,
+        max_operand=args.max_operand,
+    )
     manifest = write_synthetic_dataset(args.out, spec)
     print(json.dumps(manifest["rows"]))
     return 0

@@ -20,7 +20,9 @@ from pydantic import Field, ValidationError, model_validator
 from qwen25_rl.cli import arg, cli_command
 from qwen25_rl.config import ConfigError, StageConfig, load_config, register_stage_config
 from qwen25_rl.config.loader import parse_override, read_yaml
-from qwen25_rl.reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
+from qwen25_rl.errors import UserValueError
+from qwen25_rl.reward.config import RewardConfig
+from qwen25_rl.reward.serve_config import RewardModelServeConfig, ServeConfig
 
 
 @register_stage_config("serve_reward")
@@ -35,9 +37,9 @@ class ServeRewardConfig(StageConfig):
     reward_model: RewardModelServeConfig | None = None
 
     @model_validator(mode="after")
-    def _target_given(self) -> "ServeRewardConfig":
+    def _target_given(self) -> ServeRewardConfig:
         if self.target == "reward_model" and self.reward_model is None:
-            raise ValueError("target is reward_model but the reward_model section (path: ...) is missing")
+            raise UserValueError("target is reward_model but the reward_model section (path: ...) is missing")
         return self
 
 
@@ -84,7 +86,7 @@ def _parse_answer(text: str | None) -> Any:
         try:
             return json.loads(s)
         except json.JSONDecodeError as e:
-            raise ValueError(f"--answer looks like JSON but does not parse: {e}") from None
+            raise UserValueError(f"--answer looks like JSON but does not parse: {e}") from None
     return text
 
 
@@ -113,34 +115,51 @@ def _single_function_config(name: str, params: list[str], timeout_s: float | Non
     parent="reward",
     help="Score one response with a registered reward, a custom function or a config's weighted rewards.",
     arguments=[
-        arg("--reward", default=None, help="registered reward (see `reward list`), 'file.py:fn' / 'pkg.mod:fn', or a function name in --config"),
+        arg(
+            "--reward",
+            default=None,
+            help="registered reward (see `reward list`), 'file.py:fn' / 'pkg.mod:fn', or a function name in --config",
+        ),
         arg("--response", required=True, help="the model's response text"),
         arg("--answer", default=None, help="gold answer, or tests as JSON (code: HumanEval problem object or [{input, output}, ...])"),
         arg("--prompt", default="", help="the prompt (custom rewards and reward models see it)"),
         arg("--data-source", default="", help="the sample's data_source (for configs that route by it)"),
         arg("--response-length", type=int, default=None, help="response length in tokens (length reward)"),
         arg("--config", default=None, help="YAML file with a reward: section (default: just --reward)"),
-        arg("--param", action="append", default=[], metavar="KEY=VALUE", help="a param of --reward (repeatable), e.g. --param max_length=512"),
-        arg("--timeout", type=float, default=None, help="per-sample deadline in seconds (with --config: for functions without their own timeout_s)"),
+        arg(
+            "--param",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a param of --reward (repeatable), e.g. --param max_length=512",
+        ),
+        arg(
+            "--timeout",
+            type=float,
+            default=None,
+            help="per-sample deadline in seconds (with --config: for functions without their own timeout_s)",
+        ),
     ],
 )
 def reward_score(args: argparse.Namespace) -> int:
-    from qwen25_rl.reward.registry import RewardSample
     from qwen25_rl.reward.scorer import RewardScorer
+    from qwen25_rl.reward.types import RewardSample
 
     if args.config:
         cfg = reward_config_from_file(args.config)
         if args.reward is not None:
             chosen = [f for f in cfg.functions if f.label == args.reward]
             if not chosen:
-                raise ValueError(f"--reward {args.reward!r} is not a function of {args.config} (it has: {', '.join(f.label for f in cfg.functions)})")
+                raise UserValueError(
+                    f"--reward {args.reward!r} is not a function of {args.config} (it has: {', '.join(f.label for f in cfg.functions)})"
+                )
             cfg = RewardConfig.model_validate({**cfg.model_dump(mode="json"), "functions": [chosen[0].model_dump(mode="json")]})
         if args.param:
-            raise ValueError("--param goes with --reward NAME alone; with --config, edit the file's params")
+            raise UserValueError("--param goes with --reward NAME alone; with --config, edit the file's params")
         if args.timeout is not None:
             cfg.pool.sample_timeout_s = args.timeout
     elif args.reward is None:
-        raise ValueError("give --reward NAME (see `qwen25-rl reward list`) or --config FILE")
+        raise UserValueError("give --reward NAME (see `qwen25-rl reward list`) or --config FILE")
     else:
         cfg = _single_function_config(args.reward, args.param, args.timeout)
     sample = RewardSample(
@@ -161,11 +180,9 @@ def reward_score(args: argparse.Namespace) -> int:
 
 @cli_command("list", parent="reward", help="List the registered rewards with their params and defaults.")
 def reward_list(args: argparse.Namespace) -> int:
-    from qwen25_rl.reward.registry import REWARDS, load_builtin_rewards
+    from qwen25_rl.reward.catalog import all_rewards
 
-    load_builtin_rewards()
-    for name in sorted(REWARDS):
-        spec = REWARDS[name]
+    for name, spec in sorted(all_rewards().items()):
         print(f"{name}: {spec.description}")
         for field_name, field in spec.params_model.model_fields.items():
             default = "(required)" if field.is_required() else f"= {field.get_default(call_default_factory=True)!r}"
@@ -177,7 +194,10 @@ def reward_list(args: argparse.Namespace) -> int:
     "check",
     parent="reward",
     help="Load a config's reward section and start every function once (imports plugins, checks signatures).",
-    arguments=[arg("config", help="YAML file with a reward: section"), arg("overrides", nargs="*", help="key.sub=value overrides within reward:")],
+    arguments=[
+        arg("config", help="YAML file with a reward: section"),
+        arg("overrides", nargs="*", help="key.sub=value overrides within reward:"),
+    ],
 )
 def reward_check(args: argparse.Namespace) -> int:
     from qwen25_rl.reward.scorer import RewardScorer
@@ -186,7 +206,9 @@ def reward_check(args: argparse.Namespace) -> int:
     with RewardScorer(cfg):
         pass
     for f in cfg.functions:
-        print(f"ok  {f.label}: type {f.type}, weight {f.weight:g}, data_sources {f.data_sources or 'all'}, timeout {cfg.timeout_for(f):g} s")
+        print(
+            f"ok  {f.label}: type {f.type}, weight {f.weight:g}, data_sources {f.data_sources or 'all'}, timeout {cfg.timeout_for(f):g} s"
+        )
     return 0
 
 
@@ -207,7 +229,7 @@ def serve_reward(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, schema=ServeRewardConfig)
     assert isinstance(cfg, ServeRewardConfig)
     if args.detach and not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
-        raise ValueError("--detach needs a running cluster to leave the deployment on (set RAY_ADDRESS or ray.address)")
+        raise UserValueError("--detach needs a running cluster to leave the deployment on (set RAY_ADDRESS or ray.address)")
     init_ray(cfg.ray)
     from ray import serve
 
@@ -216,7 +238,7 @@ def serve_reward(args: argparse.Namespace) -> int:
     reward_cfg = cfg.reward if cfg.target == "reward" else None
     rm_cfg = cfg.reward_model if cfg.target == "reward_model" else None
     url = deploy(cfg.serve, reward_cfg, rm_cfg)
-    print(f"serving {cfg.target} at {url}  (POST {{\"samples\": [...]}}; GET for info)", flush=True)
+    print(f'serving {cfg.target} at {url}  (POST {{"samples": [...]}}; GET for info)', flush=True)
     if args.detach:
         return 0
     stop = threading.Event()

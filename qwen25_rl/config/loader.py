@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from qwen25_rl.config.schema import STAGE_CONFIG_MODULES, STAGE_CONFIGS, StageConfig
+from qwen25_rl.errors import UserValueError
 
 
 def import_stage_modules() -> None:
@@ -26,7 +27,7 @@ def import_stage_modules() -> None:
         importlib.import_module(name)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserValueError):
     """A config file or override is invalid. `problems` holds one readable line per problem."""
 
     def __init__(self, source: str, problems: list[str]):
@@ -233,7 +234,9 @@ def load_config(
     origin = apply_overrides(data, list(overrides or []))
     source = str(path) if path is not None else "(defaults)"
     if schema is not None and "stage" in data and data["stage"] != schema.model_fields["stage"].default:
-        raise ConfigError(source, [f"stage: this command runs stage {schema.model_fields['stage'].default!r}, the file says {data['stage']!r}"])
+        raise ConfigError(
+            source, [f"stage: this command runs stage {schema.model_fields['stage'].default!r}, the file says {data['stage']!r}"]
+        )
     return validate_config(data, source, schema, origin)
 
 

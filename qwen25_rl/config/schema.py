@@ -11,7 +11,8 @@ A stage declares its own config class by subclassing `StageConfig` and registeri
 
 from __future__ import annotations
 
-from typing import Callable, Literal, TypeVar
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,7 +39,7 @@ class ModelConfig(Section):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelConfig":
+    def _one_source(self) -> ModelConfig:
         if (self.path is None) == (self.preset is None):
             raise ValueError("give exactly one of model.path (a checkpoint folder) or model.preset")
         return self

@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 
 from qwen25_rl.data.splits import problem_id, split_of
 
+# (name, pronoun) pairs; the pronoun starts the follow-up sentences.
 NAMES = [
-    ("Anna", "She"), ("Ben", "He"), ("Carla", "She"), ("David", "He"), ("Emma", "She"),
-    ("Farid", "He"), ("Grace", "She"), ("Hiro", "He"), ("Ines", "She"), ("Jonas", "He"),
-    ("Kira", "She"), ("Liam", "He"), ("Maya", "She"), ("Noah", "He"), ("Olga", "She"),
-    ("Pablo", "He"), ("Rosa", "She"), ("Sam", "He"), ("Tara", "She"), ("Umar", "He"),
-]  # fmt: skip
-ITEMS = [
-    "apples", "books", "marbles", "pencils", "stickers", "cookies", "shells", "coins",
-    "cards", "balloons", "stamps", "eggs", "flowers", "buttons", "candles",
-]  # fmt: skip
+    tuple(pair.split(":"))
+    for pair in (
+        "Anna:She Ben:He Carla:She David:He Emma:She Farid:He Grace:She Hiro:He Ines:She Jonas:He "
+        "Kira:She Liam:He Maya:She Noah:He Olga:She Pablo:He Rosa:She Sam:He Tara:She Umar:He"
+    ).split()
+]
+ITEMS = "apples books marbles pencils stickers cookies shells coins cards balloons stamps eggs flowers buttons candles".split()
 CONTAINERS = ["boxes", "bags", "baskets", "packs", "jars"]
 
 
@@ -129,9 +128,14 @@ def sample_problem(rng: random.Random, difficulty: Difficulty, heldout_fraction:
     key = f"{family}|{question}"
     solution = "\n".join(steps) + f"\n#### {value}"
     return ArithmeticProblem(
-        key=key, family=family, question=question, solution=solution, final_answer=value,
-        split=split_of(key, heldout_fraction), id=problem_id(key),
-    )  # fmt: skip
+        key=key,
+        family=family,
+        question=question,
+        solution=solution,
+        final_answer=value,
+        split=split_of(key, heldout_fraction),
+        id=problem_id(key),
+    )
 
 
 def generate_problems(

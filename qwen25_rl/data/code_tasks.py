@@ -130,9 +130,15 @@ def sample_task(rng: random.Random, heldout_fraction: float, n_tests: int = 3, f
         tests.append(f"assert {fn}({', '.join(repr(a) for a in args)}) == {ref(*args)!r}")
     key = f"{family}|{fn}|{','.join(map(str, params))}"
     return CodeTask(
-        key=key, family=family, text=text, entry_point=fn, code=code, test_list=tuple(tests),
-        split=split_of(key, heldout_fraction), task_id=problem_id(key),
-    )  # fmt: skip
+        key=key,
+        family=family,
+        text=text,
+        entry_point=fn,
+        code=code,
+        test_list=tuple(tests),
+        split=split_of(key, heldout_fraction),
+        task_id=problem_id(key),
+    )
 
 
 def generate_tasks(

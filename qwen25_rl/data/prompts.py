@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qwen25_rl.errors import UserValueError
+
 VALID_ROLES = {"system", "user", "assistant", "tool"}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserValueError):
     """A dataset file or row is invalid; the message names the file and row."""
 
 
@@ -95,9 +97,7 @@ def load_prompts(
             elif prompt_key in row and isinstance(row[prompt_key], str):
                 messages = [{"role": "user", "content": row[prompt_key]}]
             else:
-                raise DatasetError(
-                    f"{location}: row has neither {prompt_key!r} (text) nor {messages_key!r} (chat); keys: {sorted(row)}"
-                )
+                raise DatasetError(f"{location}: row has neither {prompt_key!r} (text) nor {messages_key!r} (chat); keys: {sorted(row)}")
             if apply_chat_template:
                 text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             elif len(messages) == 1:

@@ -21,6 +21,6 @@ def split_of(key: str, heldout_fraction: float, salt: str = "qwen25-rl") -> str:
     """'heldout' for about `heldout_fraction` of all keys, 'train' for the rest."""
     if not 0.0 <= heldout_fraction <= 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1], got {heldout_fraction}")
-    digest = hashlib.sha256(f"{salt}:{key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
     bucket = int.from_bytes(digest[:8], "big") / 2**64
     return "heldout" if bucket < heldout_fraction else "train"

@@ -53,9 +53,7 @@ def code_messages(t: CodeTask) -> list[dict[str, str]]:
     return [{"role": "user", "content": code_user_prompt(t)}, {"role": "assistant", "content": f"```python\n{t.code}```"}]
 
 
-def conversations(
-    problems: list[ArithmeticProblem], tasks: list[CodeTask], rng: random.Random, multi_turn_fraction: float
-) -> list[dict]:
+def conversations(problems: list[ArithmeticProblem], tasks: list[CodeTask], rng: random.Random, multi_turn_fraction: float) -> list[dict]:
     """Chat rows; a `multi_turn_fraction` of them chain two exchanges in one conversation."""
     singles = [arithmetic_messages(p) for p in problems] + [code_messages(t) for t in tasks]
     rng.shuffle(singles)
@@ -136,17 +134,19 @@ def write_synthetic_dataset(out_dir: str | Path, spec: SyntheticSpec | None = No
         existing = json.loads(manifest_path.read_text())
         if existing.get("spec") != spec.to_json():
             raise ValueError(
-                f"{manifest_path} was written with a different synthetic spec "
-                f"({existing.get('spec')}); use another folder or delete it"
+                f"{manifest_path} was written with a different synthetic spec ({existing.get('spec')}); use another folder or delete it"
             )
         if all((out / f).is_file() for f in FILES):
             return existing
     out.mkdir(parents=True, exist_ok=True)
 
     a_train, a_held = generate_problems(
-        spec.arithmetic_train, spec.arithmetic_heldout, seed=spec.seed,
-        difficulty=spec.difficulty(), heldout_fraction=spec.heldout_fraction,
-    )  # fmt: skip
+        spec.arithmetic_train,
+        spec.arithmetic_heldout,
+        seed=spec.seed,
+        difficulty=spec.difficulty(),
+        heldout_fraction=spec.heldout_fraction,
+    )
     c_train, c_held = generate_tasks(spec.code_train, spec.code_heldout, seed=spec.seed + 1, heldout_fraction=spec.heldout_fraction)
     rng = random.Random(spec.seed + 2)
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from qwen25_rl.errors import UserPathError, UserValueError
 from qwen25_rl.models.presets import ModelPreset, get_preset
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -27,7 +26,7 @@ def choose_attn_implementation(requested: str = "auto", device: str | torch.devi
         return "flash_attention_2" if (on_gpu and has_fa2) else "sdpa"
     if requested == "flash_attention_2" and not (on_gpu and has_fa2):
         why = "no GPU" if not on_gpu else "the flash_attn package is not installed"
-        raise ValueError(f"attn_implementation flash_attention_2 requested but {why}; use 'sdpa' or 'auto'")
+        raise UserValueError(f"attn_implementation flash_attention_2 requested but {why}; use 'sdpa' or 'auto'")
     return requested
 
 
@@ -105,7 +104,7 @@ def load_model(path: str | Path, *, dtype: str = "float32", attn_implementation:
 
     p = Path(path)
     if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{p} is not a Hugging Face model folder (no config.json)")
+        raise UserPathError(f"{p} is not a Hugging Face model folder (no config.json)")
     model = AutoModelForCausalLM.from_pretrained(
         p,
         dtype=DTYPES[dtype],
@@ -121,7 +120,7 @@ def load_tokenizer(path: str | Path, padding_side: str | None = None):
 
     p = Path(path)
     if not p.is_dir():
-        raise FileNotFoundError(f"tokenizer folder not found: {p}")
+        raise UserPathError(f"tokenizer folder not found: {p}")
     tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
     if padding_side is not None:
         tok.padding_side = padding_side
@@ -129,30 +128,16 @@ def load_tokenizer(path: str | Path, padding_side: str | None = None):
 
 
 def save_pretrained(model, tokenizer, out: str | Path) -> Path:
-    """Save model (safetensors) + tokenizer atomically: written to a sibling temp folder, then
-    renamed, so a crash never leaves a half-written checkpoint under `out`."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    """Save model (safetensors) + tokenizer as an HF folder, published atomically
+    (qwen25_rl.checkpointing.staging): a crash never leaves a half-written folder under `out`,
+    and an existing `out` is replaced whole."""
+    from qwen25_rl.checkpointing import staging
+
+    with staging(Path(out)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            import shutil
-
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def named_weights(model) -> list[tuple[str, torch.Tensor]]:

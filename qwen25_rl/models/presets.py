@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from qwen25_rl.errors import UserError
+
 # Qwen2.5's vocabulary: 151,643 BPE tokens + 22 control tokens, padded to 151,936 (the small
 # models, tied embeddings) or 152,064 (7B and up) rows for efficient sharding.
 QWEN25_VOCAB_SMALL = 151_936
@@ -64,6 +66,10 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
+class UnknownPreset(UserError, KeyError):
+    """A model preset name that does not exist (a KeyError too, as a lookup)."""
+
+
 def get_preset(name: str, **overrides: Any) -> ModelPreset:
     """Look up a preset by name; keyword overrides replace fields (e.g. vocab_size)."""
     if name not in PRESETS:
@@ -71,7 +77,7 @@ def get_preset(name: str, **overrides: Any) -> ModelPreset:
 
         close = difflib.get_close_matches(name, list(PRESETS), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"unknown model preset {name!r}{hint}; known presets: {', '.join(PRESETS)}")
+        raise UnknownPreset(f"unknown model preset {name!r}{hint}; known presets: {', '.join(PRESETS)}")
     return replace(PRESETS[name], **overrides) if overrides else PRESETS[name]
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from qwen25_rl.errors import UserPathError
+
 # (string, special) in Qwen2.5's order. "special" mirrors Qwen2.5's tokenizer: the tool-call
 # and FIM/repo tokens are added tokens that are NOT skipped when decoding with
 # skip_special_tokens=True.
@@ -153,7 +155,7 @@ def read_corpus(paths: Iterable[str | Path], text_key: str = "text") -> Iterator
     for path in paths:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"tokenizer corpus file not found: {p}")
+            raise UserPathError(f"tokenizer corpus file not found: {p}")
         if p.suffix == ".jsonl":
             with p.open() as f:
                 for i, line in enumerate(f, 1):

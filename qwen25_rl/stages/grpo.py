@@ -9,22 +9,23 @@ weights to the rollout workers (policy version + 1) -> log, evaluate, checkpoint
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from qwen25_rl.actors.group_collector import GroupCollector, PendingStep, evaluate
 from qwen25_rl.actors.policy import LossSettings
-from qwen25_rl.actors.rl_cluster import RLCluster
 from qwen25_rl.algorithms import compute_advantages
+from qwen25_rl.checkpointing import atomic_write, ensure_initial_model, mark_complete, prune, resolve_resume, staging
 from qwen25_rl.config.loader import load_config
 from qwen25_rl.data.prompts import PromptSampler, load_prompts
+from qwen25_rl.errors import UserPathError, UserValueError
 from qwen25_rl.metrics import StepLogger
 from qwen25_rl.models import load_tokenizer
 from qwen25_rl.ray_utils import init_ray
-from qwen25_rl.runs import RunDir, atomic_write_text
+from qwen25_rl.runs import RunDir, stage_run
+from qwen25_rl.stages.grpo_cluster import RLCluster
+from qwen25_rl.stages.grpo_collector import GroupCollector, PendingStep, evaluate
 from qwen25_rl.stages.grpo_config import GRPOConfig
 from qwen25_rl.training.schedule import PhaseSchedule
 
@@ -32,15 +33,26 @@ STATE_FILE = "trainer_state.json"
 
 
 def run_grpo(cfg: GRPOConfig) -> Path:
-    # -- set up: run folder and data first (bad input fails before any worker starts) -------
-    run = RunDir.create(cfg, cfg.logging.output_dir, cfg.logging.run_name, stage="grpo")
+    with stage_run(cfg, cfg.logging.output_dir, cfg.logging.run_name, stage="grpo") as run:
+        return _run_grpo(cfg, run)
+
+
+def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
+    # -- set up: model and data first (bad input fails before any worker starts, and leaves no
+    # run folder behind: see stage_run) ----------------------------------------------------
     model_path = prepare_initial_model(cfg, run)
     tokenizer = load_tokenizer(cfg.tokenizer.path or model_path)
-    data_kw = dict(prompt_key=cfg.data.prompt_key, messages_key=cfg.data.messages_key, answer_key=cfg.data.answer_key,
-                   apply_chat_template=cfg.data.apply_chat_template, max_prompt_length=cfg.data.max_prompt_length,
-                   on_long_prompt=cfg.data.on_long_prompt)  # fmt: skip
+    data_kw = dict(
+        prompt_key=cfg.data.prompt_key,
+        messages_key=cfg.data.messages_key,
+        answer_key=cfg.data.answer_key,
+        apply_chat_template=cfg.data.apply_chat_template,
+        max_prompt_length=cfg.data.max_prompt_length,
+        on_long_prompt=cfg.data.on_long_prompt,
+    )
     train_records, dropped = load_prompts(cfg.data.train_files, tokenizer, **data_kw)
     eval_records = load_prompts(cfg.data.eval_files, tokenizer, **data_kw)[0] if cfg.data.eval_files else []
+    ckpt = resolve_resume(cfg.checkpoint.resume, run.checkpoints)
 
     # -- workers: reward pool, policy / reference / rollout groups ---------------------------
     init_ray(cfg.ray)
@@ -54,21 +66,25 @@ def run_grpo(cfg: GRPOConfig) -> Path:
         raise
     try:
         # -- resume -------------------------------------------------------------------------
+        run.mark_started()  # inputs checked, workers up: from here on the run folder stays
         state = {"step": 0, "sampler_position": 0, "policy_version": 0}
-        ckpt = find_resume_checkpoint(cfg, run)
         if ckpt is not None:
             state = json.loads((ckpt / STATE_FILE).read_text())
             cluster.load(str(ckpt / "policy"))
             cluster.sync_weights(state["policy_version"])
         sampler = PromptSampler(len(train_records), cfg.data.seed, cfg.data.shuffle, state["sampler_position"])
         collector = GroupCollector(cluster, pool, train_records, sampler, cfg)
-        schedule = PhaseSchedule(cfg.algorithm.total_steps, cfg.optimizer.lr, cfg.scheduler.warmup_steps,
-                                 cfg.scheduler.name, cfg.scheduler.min_lr_ratio)  # fmt: skip
+        schedule = PhaseSchedule(
+            cfg.algorithm.total_steps, cfg.optimizer.lr, cfg.scheduler.warmup_steps, cfg.scheduler.name, cfg.scheduler.min_lr_ratio
+        )
         loss = loss_settings(cfg)
         logger = StepLogger(run, cfg.logging, stage="grpo", total_steps=cfg.algorithm.total_steps, start_step=state["step"])
-        logger.message(f"grpo: run {run.path}, {len(train_records)} prompts ({dropped['too_long']} too long, dropped), "
-                       f"{cluster.num_parameters:,} parameters, resumed from {ckpt}" if ckpt else
-                       f"grpo: run {run.path}, {len(train_records)} prompts, {cluster.num_parameters:,} parameters")  # fmt: skip
+        opening = f"grpo: run {run.path}, {len(train_records)} prompts, {cluster.num_parameters:,} parameters"
+        if dropped["too_long"]:
+            opening += f" ({dropped['too_long']} prompts too long, dropped)"
+        if ckpt:
+            opening += f", resumed from {ckpt}"
+        logger.message(opening)
 
         if cfg.eval.at_start and state["step"] == 0:
             logger.log(0, evaluate(cluster, pool, eval_records, cfg, 0, collector.accuracy_label))
@@ -114,11 +130,8 @@ def run_grpo(cfg: GRPOConfig) -> Path:
                 save_checkpoint(run, cluster, cfg, str(model_path), {"step": done, "sampler_position": position, "policy_version": version})
 
         if cfg.checkpoint.save_final:
-            final_tmp = run.path / ".final.partial"
-            shutil.rmtree(final_tmp, ignore_errors=True)
-            cluster.policy.run("save_model", str(final_tmp), str(cfg.tokenizer.path or model_path))
-            shutil.rmtree(run.final, ignore_errors=True)
-            final_tmp.rename(run.final)
+            with staging(run.final) as tmp:
+                cluster.policy.run("save_model", str(tmp), str(cfg.tokenizer.path or model_path))
         logger.close()
         return run.path
     finally:
@@ -165,65 +178,60 @@ def advantages(batch, cfg: GRPOConfig) -> torch.Tensor:
 def loss_settings(cfg: GRPOConfig) -> LossSettings:
     a = cfg.algorithm
     return LossSettings(
-        ppo_epochs=a.ppo_epochs, num_mini_batches=a.num_mini_batches, temperature=cfg.rollout.temperature,
-        loss_type=a.loss_type, loss_agg_mode=a.loss_agg_mode, clip_low=a.clip_low, clip_high=a.clip_high,
-        dual_clip=a.dual_clip, kl_coef=a.kl_coef if a.kl_mode == "loss" else 0.0, kl_estimator=a.kl_estimator,
-        entropy_coef=a.entropy_coef, tis=a.importance_correction.enabled, tis_mode=a.importance_correction.mode,
-        tis_low=a.importance_correction.low, tis_high=a.importance_correction.high,
+        ppo_epochs=a.ppo_epochs,
+        num_mini_batches=a.num_mini_batches,
+        temperature=cfg.rollout.temperature,
+        loss_type=a.loss_type,
+        loss_agg_mode=a.loss_agg_mode,
+        clip_low=a.clip_low,
+        clip_high=a.clip_high,
+        dual_clip=a.dual_clip,
+        kl_coef=a.kl_coef if a.kl_mode == "loss" else 0.0,
+        kl_estimator=a.kl_estimator,
+        entropy_coef=a.entropy_coef,
+        tis=a.importance_correction.enabled,
+        tis_mode=a.importance_correction.mode,
+        tis_low=a.importance_correction.low,
+        tis_high=a.importance_correction.high,
         max_response_length=cfg.rollout.max_new_tokens,
-    )  # fmt: skip
+    )
 
 
 # -- model, checkpoints ------------------------------------------------------------------------
 
 
 def prepare_initial_model(cfg: GRPOConfig, run: RunDir) -> Path:
-    """The policy's starting weights: a checkpoint folder, or a preset initialised here (which
-    needs `tokenizer.path`)."""
+    """The policy's starting weights: a checkpoint folder, or a preset initialised once in the
+    run folder (which needs `tokenizer.path`)."""
     if cfg.model.path:
         path = Path(cfg.model.path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model.path {path} is not a Hugging Face model folder (no config.json)")
+            raise UserPathError(f"model.path {path} is not a Hugging Face model folder (no config.json)")
         return path
     if not cfg.tokenizer.path:
-        raise ValueError("model.preset needs tokenizer.path (a tokenizer folder) to size the vocabulary")
-    from qwen25_rl.models import build_model, save_pretrained
+        raise UserValueError("model.preset needs tokenizer.path (a tokenizer folder) to size the vocabulary")
+    from qwen25_rl.models import build_model
 
-    out = run.path / "initial_model"
-    if not (out / "config.json").is_file():
-        tok = load_tokenizer(cfg.tokenizer.path)
-        save_pretrained(build_model(cfg.model.preset, tokenizer=tok, seed=cfg.model.seed), tok, out)
-    return out
+    tok = load_tokenizer(cfg.tokenizer.path)
 
+    def build(folder: Path) -> None:
+        model = build_model(cfg.model.preset, tokenizer=tok, seed=cfg.model.seed)
+        model.save_pretrained(folder, safe_serialization=True)
+        tok.save_pretrained(folder)
 
-def find_resume_checkpoint(cfg: GRPOConfig, run: RunDir) -> Path | None:
-    mode = cfg.checkpoint.resume
-    if mode == "never":
-        return None
-    if mode == "auto":
-        return run.latest_checkpoint()
-    path = Path(mode)
-    if not (path / "COMPLETE").is_file():
-        raise FileNotFoundError(f"checkpoint.resume: {path} is not a complete checkpoint (no COMPLETE marker)")
-    return path
+    return ensure_initial_model(run.path, build)
 
 
 def save_checkpoint(run: RunDir, cluster: RLCluster, cfg: GRPOConfig, tokenizer_path: str, state: dict) -> Path:
-    """checkpoints/step_N: written under a temporary name, marked COMPLETE, then renamed."""
-    final = run.checkpoint_dir(state["step"])
-    tmp = run.checkpoints / f".step_{state['step']}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    cluster.save(str(tmp / "policy"), tokenizer_path)
-    atomic_write_text(tmp / STATE_FILE, json.dumps(state))
-    (tmp / "COMPLETE").touch()
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    keep = cfg.checkpoint.keep_last
-    if keep:
-        done = sorted((p for p in run.checkpoints.glob("step_*") if (p / "COMPLETE").is_file()), key=lambda p: int(p.name[5:]))
-        for old in done[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+    """checkpoints/step_N: the policy workers' state and the loop's, published whole with its
+    COMPLETE marker (qwen25_rl.checkpointing); older ones beyond keep_last removed."""
+    dest = run.checkpoint_dir(state["step"])
+    with staging(dest) as tmp:
+        cluster.save(str(tmp / "policy"), tokenizer_path)
+        atomic_write(tmp / STATE_FILE, json.dumps(state))
+        mark_complete(tmp)
+    prune(run.checkpoints, cfg.checkpoint.keep_last)
+    return dest
 
 
 def main(config_path: str, overrides: list[str]) -> Path:

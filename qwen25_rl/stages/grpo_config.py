@@ -134,7 +134,7 @@ class EvalConfig(Section):
     max_new_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
-    def _k(self) -> "EvalConfig":
+    def _k(self) -> EvalConfig:
         bad = [k for k in self.pass_k if not 1 <= k <= self.samples_per_prompt]
         if bad:
             raise ValueError(f"pass_k {bad} must lie in 1..samples_per_prompt ({self.samples_per_prompt})")
@@ -164,7 +164,7 @@ class GRPOConfig(StageConfig):
     weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "GRPOConfig":
+    def _consistent(self) -> GRPOConfig:
         if not self.data.train_files:
             raise ValueError("data.train_files: give at least one prompt file")
         if (self.eval.every_n_steps or self.eval.at_start) and not self.data.eval_files:
@@ -185,5 +185,7 @@ class GRPOConfig(StageConfig):
             )
         labels = [f.label for f in self.reward.functions]
         if self.algorithm.accuracy_reward is not None and self.algorithm.accuracy_reward not in labels:
-            raise ValueError(f"algorithm.accuracy_reward {self.algorithm.accuracy_reward!r} is not a reward function label ({', '.join(labels)})")
+            raise ValueError(
+                f"algorithm.accuracy_reward {self.algorithm.accuracy_reward!r} is not a reward function label ({', '.join(labels)})"
+            )
         return self

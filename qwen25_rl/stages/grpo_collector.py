@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from qwen25_rl.actors.rl_cluster import PendingRollout, RLCluster
 from qwen25_rl.actors.rollout import SamplingSettings
 from qwen25_rl.batch import TensorBatch
 from qwen25_rl.data.prompts import PromptRecord, PromptSampler
+from qwen25_rl.reward.pool import RewardPool
+from qwen25_rl.stages.grpo_cluster import PendingRollout, RLCluster
+from qwen25_rl.stages.grpo_config import GRPOConfig
 
 
 @dataclass
@@ -40,12 +42,14 @@ def sampling_seed(run_seed: int, step: int, round_: int) -> int:
 
 
 class GroupCollector:
-    def __init__(self, cluster: RLCluster, reward_pool, records: list[PromptRecord], sampler: PromptSampler, cfg):
+    def __init__(self, cluster: RLCluster, reward_pool: RewardPool, records: list[PromptRecord], sampler: PromptSampler, cfg: GRPOConfig):
         self.cluster, self.pool, self.records, self.sampler, self.cfg = cluster, reward_pool, records, sampler, cfg
         labels = [f.label for f in cfg.reward.functions]
         self.accuracy_label = cfg.algorithm.accuracy_reward or labels[0]
 
-    def settings(self, step: int, round_: int, *, n: int | None = None, temperature: float | None = None, max_new_tokens: int | None = None) -> SamplingSettings:
+    def settings(
+        self, step: int, round_: int, *, n: int | None = None, temperature: float | None = None, max_new_tokens: int | None = None
+    ) -> SamplingSettings:
         ro = self.cfg.rollout
         return SamplingSettings(
             n=n or ro.samples_per_prompt,
@@ -95,8 +99,12 @@ class GroupCollector:
             # Refill: as many new prompts as groups are missing, with the weights we have now.
             need = want - n_groups
             prompts = [self.records[i] for i in self.sampler.take(need)]
-            pending = PendingStep(pending.step, pending.sampler_position, prompts,
-                                  self.cluster.generate_async([p.prompt_ids for p in prompts], self.settings(pending.step, round_)))  # fmt: skip
+            pending = PendingStep(
+                pending.step,
+                pending.sampler_position,
+                prompts,
+                self.cluster.generate_async([p.prompt_ids for p in prompts], self.settings(pending.step, round_)),
+            )
         counts["groups/kept"] = n_groups
         counts["groups/short"] = max(0, want - n_groups)
         counts["dynamic_sampling/rounds"] = round_
@@ -105,23 +113,36 @@ class GroupCollector:
 
     def score(self, batch: TensorBatch, prompts: list[PromptRecord], tag: str) -> tuple[TensorBatch, dict[str, float]]:
         """Rewards for every sample; samples the failure policy dropped are removed (whole groups)."""
-        from qwen25_rl.reward.registry import RewardSample
+        from qwen25_rl.reward.types import RewardSample
 
         samples = []
         for i in range(len(batch)):
             rec = prompts[batch.meta["prompt_index"][i]]
-            samples.append(RewardSample(
-                response=batch.meta["response_text"][i], prompt=rec.prompt_text, answer=rec.answer,
-                data_source=rec.data_source, group_id=f"{tag}p{batch.meta['prompt_index'][i]}", sample_id=f"{tag}i{i}",
-                response_length=int(batch["response_mask"][i].sum()), extra=rec.extra,
-            ))  # fmt: skip
+            samples.append(
+                RewardSample(
+                    response=batch.meta["response_text"][i],
+                    prompt=rec.prompt_text,
+                    answer=rec.answer,
+                    data_source=rec.data_source,
+                    group_id=f"{tag}p{batch.meta['prompt_index'][i]}",
+                    sample_id=f"{tag}i{i}",
+                    response_length=int(batch["response_mask"][i].sum()),
+                    extra=rec.extra,
+                )
+            )
         results = self.pool.score(samples)
         keep = [i for i, r in enumerate(results) if not r.dropped and r.reward is not None]
-        metrics = {k: float(v) for k, v in self.pool.last_stats.as_metrics().items() if k.endswith(("error", "timeout", "dropped", "groups_dropped"))}
+        metrics = {
+            k: float(v)
+            for k, v in self.pool.last_stats.as_metrics().items()
+            if k.endswith(("error", "timeout", "dropped", "groups_dropped"))
+        }
         batch.meta["group_id"] = [s.group_id for s in samples]
         batch.meta["data_source"] = [s.data_source for s in samples]
         batch.meta["reward_breakdown"] = [r.breakdown for r in results]
-        batch = batch.with_tensors(rewards=torch.tensor([r.reward if r.reward is not None else float("nan") for r in results], dtype=torch.float32))
+        batch = batch.with_tensors(
+            rewards=torch.tensor([r.reward if r.reward is not None else float("nan") for r in results], dtype=torch.float32)
+        )
         return batch.select(keep), metrics
 
     def batch_metrics(self, batch: TensorBatch) -> dict[str, float]:
@@ -166,7 +187,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
-def evaluate(cluster: RLCluster, pool, records: list[PromptRecord], cfg, step: int, accuracy_label: str) -> dict[str, float]:
+def evaluate(
+    cluster: RLCluster, pool: RewardPool, records: list[PromptRecord], cfg: GRPOConfig, step: int, accuracy_label: str
+) -> dict[str, float]:
     """Held-out accuracy and pass@k with the current rollout weights."""
     ev = cfg.eval
     records = records[: ev.max_prompts] if ev.max_prompts else records
@@ -181,9 +204,12 @@ def evaluate(cluster: RLCluster, pool, records: list[PromptRecord], cfg, step: i
     for idx, b in zip(scored.meta["prompt_index"], scored.meta["reward_breakdown"]):
         v = b.get(accuracy_label)
         correct[idx].append(v is not None and v >= 1.0 - 1e-9)
-    out = {"eval/accuracy": float(np.mean([c for cs in correct.values() for c in cs])) if correct else float("nan"),
-           "eval/prompts": float(len(records)), "eval/scored_prompts": float(len(correct)),
-           "eval/seconds": time.perf_counter() - t}  # fmt: skip
+    out = {
+        "eval/accuracy": float(np.mean([c for cs in correct.values() for c in cs])) if correct else float("nan"),
+        "eval/prompts": float(len(records)),
+        "eval/scored_prompts": float(len(correct)),
+        "eval/seconds": time.perf_counter() - t,
+    }
     for k in ev.pass_k:
         out[f"eval/pass@{k}"] = float(np.mean([pass_at_k(len(cs), sum(cs), k) for cs in correct.values()])) if correct else float("nan")
     return out

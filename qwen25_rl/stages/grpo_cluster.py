@@ -1,4 +1,4 @@
-"""The workers of an online-RL run and what the controller asks of them.
+"""The workers of an online-RL run and what the GRPO controller asks of them.
 
 `RLCluster` builds the policy, reference (only when a KL term needs it) and rollout worker
 groups from a GRPO config, wires the weight-sync transport, and offers the controller a few
@@ -19,6 +19,7 @@ from qwen25_rl.actors.rollout import RolloutWorker, SamplingSettings
 from qwen25_rl.actors.weight_sync import get_weight_sync
 from qwen25_rl.actors.worker_group import WorkerGroup
 from qwen25_rl.batch import TensorBatch
+from qwen25_rl.stages.grpo_config import GRPOConfig
 
 
 @dataclass
@@ -31,7 +32,7 @@ class PendingRollout:
 
 
 class RLCluster:
-    def __init__(self, cfg, model_path: str, *, name: str = "grpo"):
+    def __init__(self, cfg: GRPOConfig, model_path: str, *, name: str = "grpo"):
         self.cfg = cfg
         self.model_path = model_path
         self.groups: list[WorkerGroup] = []
@@ -45,37 +46,73 @@ class RLCluster:
         cfg = self.cfg
         p = cfg.policy
         settings = TrainSettings(
-            strategy=p.strategy, zero_stage=p.zero_stage, micro_batch_size=p.micro_batch_size,
-            lr=cfg.optimizer.lr, betas=tuple(cfg.optimizer.betas), eps=cfg.optimizer.eps,
-            weight_decay=cfg.optimizer.weight_decay, grad_clip=cfg.optimizer.grad_clip, bf16=p.bf16,
-            gradient_checkpointing=cfg.model.gradient_checkpointing, chunk_size=p.chunk_size, seed=cfg.seed,
-        )  # fmt: skip
+            strategy=p.strategy,
+            zero_stage=p.zero_stage,
+            micro_batch_size=p.micro_batch_size,
+            lr=cfg.optimizer.lr,
+            betas=tuple(cfg.optimizer.betas),
+            eps=cfg.optimizer.eps,
+            weight_decay=cfg.optimizer.weight_decay,
+            grad_clip=cfg.optimizer.grad_clip,
+            bf16=p.bf16,
+            gradient_checkpointing=cfg.model.gradient_checkpointing,
+            chunk_size=p.chunk_size,
+            seed=cfg.seed,
+        )
         common = {"strategy": cfg.ray.placement_strategy, "placement_timeout_s": cfg.ray.placement_timeout_s}
-        self.policy = self._add(WorkerGroup(
-            PolicyWorker, p.num_workers, name=f"{name}/policy", num_cpus=p.num_cpus_per_worker, num_gpus=p.num_gpus_per_worker,
-            init_kwargs={"model_path": self.model_path, "settings": settings, "torch_threads": p.torch_threads},
-            env_vars={"DS_ACCELERATOR": "cuda" if p.num_gpus_per_worker else "cpu"}, **common,
-        ))  # fmt: skip
+        self.policy = self._add(
+            WorkerGroup(
+                PolicyWorker,
+                p.num_workers,
+                name=f"{name}/policy",
+                num_cpus=p.num_cpus_per_worker,
+                num_gpus=p.num_gpus_per_worker,
+                init_kwargs={"model_path": self.model_path, "settings": settings, "torch_threads": p.torch_threads},
+                env_vars={"DS_ACCELERATOR": "cuda" if p.num_gpus_per_worker else "cpu"},
+                **common,
+            )
+        )
         self.reference = None
         if cfg.algorithm.kl_coef > 0:
             r = cfg.reference
-            self.reference = self._add(WorkerGroup(
-                ReferenceWorker, r.num_workers, name=f"{name}/reference", num_cpus=r.num_cpus_per_worker,
-                num_gpus=r.num_gpus_per_worker, distributed=False,
-                init_kwargs={"model_path": self.model_path, "torch_threads": r.torch_threads}, **common,
-            ))  # fmt: skip
+            self.reference = self._add(
+                WorkerGroup(
+                    ReferenceWorker,
+                    r.num_workers,
+                    name=f"{name}/reference",
+                    num_cpus=r.num_cpus_per_worker,
+                    num_gpus=r.num_gpus_per_worker,
+                    distributed=False,
+                    init_kwargs={"model_path": self.model_path, "torch_threads": r.torch_threads},
+                    **common,
+                )
+            )
         ro = cfg.rollout
         engine_kwargs: dict[str, Any] = {"max_model_len": ro.max_model_len, "seed": cfg.seed}
         if ro.engine == "vllm":
-            engine_kwargs |= {"kv_cache_gib": ro.kv_cache_gib, "gpu_memory_utilization": ro.gpu_memory_utilization,
-                              "cpu_threads": ro.torch_threads, "enforce_eager": ro.enforce_eager}  # fmt: skip
-        self.rollout = self._add(WorkerGroup(
-            RolloutWorker, ro.num_workers, name=f"{name}/rollout", num_cpus=ro.num_cpus_per_worker,
-            num_gpus=ro.num_gpus_per_worker, distributed=False,
-            init_kwargs={"engine": ro.engine, "model_path": self.model_path, "engine_kwargs": engine_kwargs,
-                         "torch_threads": ro.torch_threads},
-            **common,
-        ))  # fmt: skip
+            engine_kwargs |= {
+                "kv_cache_gib": ro.kv_cache_gib,
+                "gpu_memory_utilization": ro.gpu_memory_utilization,
+                "cpu_threads": ro.torch_threads,
+                "enforce_eager": ro.enforce_eager,
+            }
+        self.rollout = self._add(
+            WorkerGroup(
+                RolloutWorker,
+                ro.num_workers,
+                name=f"{name}/rollout",
+                num_cpus=ro.num_cpus_per_worker,
+                num_gpus=ro.num_gpus_per_worker,
+                distributed=False,
+                init_kwargs={
+                    "engine": ro.engine,
+                    "model_path": self.model_path,
+                    "engine_kwargs": engine_kwargs,
+                    "torch_threads": ro.torch_threads,
+                },
+                **common,
+            )
+        )
         # Models load in parallel on every group.
         refs = self.policy.run_async("init_model") + (self.reference.run_async("init_model") if self.reference else [])
         self.num_parameters = ray.get(refs)[0]
@@ -108,14 +145,17 @@ class RLCluster:
     # -- scoring, training, sync ---------------------------------------------------------------
 
     def policy_log_probs(self, batch: TensorBatch, temperature: float, with_entropy: bool = False) -> TensorBatch:
-        parts = self.policy.run_sharded("log_probs", batch, temperature=temperature,
-                                        micro_batch_size=self.cfg.policy.micro_batch_size, with_entropy=with_entropy)  # fmt: skip
+        parts = self.policy.run_sharded(
+            "log_probs", batch, temperature=temperature, micro_batch_size=self.cfg.policy.micro_batch_size, with_entropy=with_entropy
+        )
         return TensorBatch.cat(parts)
 
     def reference_log_probs(self, batch: TensorBatch, temperature: float) -> TensorBatch:
         if self.reference is None:
             raise RuntimeError("no reference workers: algorithm.kl_coef is 0")
-        parts = self.reference.run_sharded("log_probs", batch, temperature=temperature, micro_batch_size=self.cfg.reference.micro_batch_size)
+        parts = self.reference.run_sharded(
+            "log_probs", batch, temperature=temperature, micro_batch_size=self.cfg.reference.micro_batch_size
+        )
         return TensorBatch.cat(parts)
 
     def train(self, batch: TensorBatch, loss: LossSettings, lr: float, seed: int) -> dict[str, float]:
