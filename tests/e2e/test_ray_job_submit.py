@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from qwen25_rl.paths import REPO_ROOT
 from qwen25_rl.runs import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1500)]
@@ -39,14 +38,31 @@ def ray_head():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=4", f"--port={gcs}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--metrics-export-port={metrics}",
-         "--include-dashboard=true", "--object-store-memory=400000000", f"--temp-dir={temp}", "--disable-usage-stats",
-         # every port of our own: another Ray on the machine must not make the job agent fail
-         f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
-         f"--runtime-env-agent-port={runtime_env}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus=4",
+            f"--port={gcs}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--metrics-export-port={metrics}",
+            "--include-dashboard=true",
+            "--object-store-memory=400000000",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+            # every port of our own: another Ray on the machine must not make the job agent fail
+            f"--dashboard-agent-listen-port={agent_http}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--runtime-env-agent-port={runtime_env}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     address = f"http://127.0.0.1:{dash}"
     try:
         deadline = time.time() + 180
@@ -71,7 +87,9 @@ CLI_ENV = os.environ | {"RAY_AUTH_MODE": "token"}
 
 
 def job_cli(address: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ray"), "job", *args, "--address", address], capture_output=True, text=True, timeout=timeout, env=CLI_ENV)
+    return subprocess.run(
+        [str(BIN / "ray"), "job", *args, "--address", address], capture_output=True, text=True, timeout=timeout, env=CLI_ENV
+    )
 
 
 def job_status(address: str, job_id: str) -> str:
@@ -79,25 +97,56 @@ def job_status(address: str, job_id: str) -> str:
     when Ray is first imported, and this test process imported Ray without it."""
     code = "import sys; from ray.job_submission import JobSubmissionClient as C; print(C(sys.argv[1]).get_job_status(sys.argv[2]).value)"
     out = subprocess.run([sys.executable, "-c", code, address, job_id], capture_output=True, text=True, timeout=120, env=CLI_ENV)
-    return out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else f"(status query failed: {out.stderr[-300:]})"
+    return (
+        out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else f"(status query failed: {out.stderr[-300:]})"
+    )
 
 
-def test_grpo_runs_as_a_submitted_ray_job(ray_head, tiny_model_dir, digit_task, tmp_path, grpo_overrides):
+def test_grpo_runs_as_a_submitted_ray_job(ray_head, tiny_model_dir, digit_task, tmp_path, grpo_overrides, shadowing_folder):
+    """Submitted from a user's folder that holds reward.py, actors.py, sandboxes.py and
+    pretrain.py of its own: the job's working dir (on the driver's and every worker's sys.path)
+    must not shadow the package."""
     address, metrics_port = ray_head
     out = tmp_path / "runs"
-    overrides = grpo_overrides(tiny_model_dir, digit_task, out, "job", **{
-        "rollout.engine": "vllm", "policy.strategy": "deepspeed", "algorithm.total_steps": 3, "optimizer.lr": 1.0e-2,
-        "checkpoint.every_n_steps": 3,
-    })  # fmt: skip
+    overrides = grpo_overrides(
+        tiny_model_dir,
+        digit_task,
+        out,
+        "job",
+        **{
+            "rollout.engine": "vllm",
+            "policy.strategy": "deepspeed",
+            "algorithm.total_steps": 3,
+            "optimizer.lr": 1.0e-2,
+            "checkpoint.every_n_steps": 3,
+        },
+    )
     entry = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "qwen25_rl", "grpo", "--config", "configs/tiny/grpo.yaml", *overrides])
     # The job agent on the node can come up a little after the dashboard: retry, bounded.
     t_submit = time.time()
     for _ in range(20):
         submit = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait", "--working-dir", str(REPO_ROOT),
-             "--submission-id", "qwen25-grpo-test", "--", "bash", "-c", entry],
-            capture_output=True, text=True, timeout=300, env=CLI_ENV,
-        )  # fmt: skip
+            [
+                str(BIN / "ray"),
+                "job",
+                "submit",
+                "--address",
+                address,
+                "--no-wait",
+                "--working-dir",
+                str(shadowing_folder),
+                "--submission-id",
+                "qwen25-grpo-test",
+                "--",
+                "bash",
+                "-c",
+                entry,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=CLI_ENV,
+        )
         if "No available agent" not in submit.stderr:
             break
         time.sleep(4)
@@ -133,3 +182,4 @@ def test_grpo_runs_as_a_submitted_ray_job(ray_head, tiny_model_dir, digit_task, 
     summaries = [json.loads(line) for line in logs.splitlines() if line.startswith('{"run_dir"')]
     assert len(summaries) == 1 and summaries[0]["run_dir"].endswith("job"), logs[-4000:]
     assert seen_gauge, "the run's Ray metrics never reached the node's Prometheus endpoint"
+    assert "was imported instead of" not in logs

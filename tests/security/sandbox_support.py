@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import textwrap
 
-import pytest
+from environment import skip_missing
 
 from qwen25_rl.sandboxes import Limits, Sandbox, SandboxConfig
-from qwen25_rl.sandboxes.cgroups import Cgroups
 from qwen25_rl.sandboxes.slots import process_uids
 
-LIMITS = Limits(timeout_s=3, cpu_s=3, memory_mb=256, max_processes=24, max_open_files=64, max_file_mb=4, tmpfs_mb=16, max_output_bytes=64 * 1024)
+LIMITS = Limits(
+    timeout_s=3, cpu_s=3, memory_mb=256, max_processes=24, max_open_files=64, max_file_mb=4, tmpfs_mb=16, max_output_bytes=64 * 1024
+)
 
 PROBLEM = {
     "task_id": "Toy/0",
@@ -25,7 +26,7 @@ PROBLEM = {
 
 def make_sandbox() -> Sandbox:
     if os.geteuid() != 0:
-        pytest.skip("the sandbox needs root to run executions under their own uids")
+        skip_missing("root (the sandbox runs executions under their own uids)")
     return Sandbox(SandboxConfig(slots=8, limits=LIMITS))
 
 

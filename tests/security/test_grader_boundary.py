@@ -92,7 +92,6 @@ BINDINGS = [
 ]
 
 
-
 def _program(binding: str) -> str:
     module = binding.rsplit(".", 1)[0] if "." in binding else None
     imports = f"import {module.split('.')[0]}\n" if module else ""
@@ -136,11 +135,7 @@ def test_a_binding_that_computes_the_right_answer_is_graded_on_that(sb):
 
 
 def test_the_grader_works_in_a_folder_and_home_the_program_cannot_write(sb):
-    probe = (
-        "import os\n"
-        "def where():\n"
-        "    return [os.getcwd(), os.environ.get('HOME'), os.access('.', os.W_OK)]\n"
-    )
+    probe = "import os\ndef where():\n    return [os.getcwd(), os.environ.get('HOME'), os.access('.', os.W_OK)]\n"
     unit = (
         "import os\n"
         "assert where() == ['/tmp', '/tmp', True]\n"  # the program's process: a normal, writable place

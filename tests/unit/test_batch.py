@@ -33,7 +33,9 @@ def test_cat_right_pads_different_sequence_lengths():
 def test_cat_left_pads_prompts_so_the_last_prompt_token_stays_in_the_last_column():
     # two rollout workers / a dynamic-sampling refill return different prompt widths
     a = TensorBatch({"prompt_ids": torch.tensor([[5, 6]]), "prompt_mask": torch.tensor([[1, 1]]), "response_ids": torch.tensor([[9]])})
-    b = TensorBatch({"prompt_ids": torch.tensor([[3, 4, 7]]), "prompt_mask": torch.tensor([[1, 1, 1]]), "response_ids": torch.tensor([[8, 8]])})
+    b = TensorBatch(
+        {"prompt_ids": torch.tensor([[3, 4, 7]]), "prompt_mask": torch.tensor([[1, 1, 1]]), "response_ids": torch.tensor([[8, 8]])}
+    )
     out = TensorBatch.cat([a, b])
     assert out["prompt_ids"].tolist() == [[0, 5, 6], [3, 4, 7]]
     assert out["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
@@ -41,14 +43,17 @@ def test_cat_left_pads_prompts_so_the_last_prompt_token_stays_in_the_last_column
 
 
 def _padded_batch():
-    return TensorBatch({
-        "prompt_ids": torch.tensor([[0, 0, 5, 6], [0, 0, 0, 7]]),
-        "prompt_mask": torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1]]),
-        "response_ids": torch.tensor([[1, 2, 0, 0], [3, 0, 0, 0]]),
-        "response_mask": torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]]),
-        "ref_log_probs": torch.tensor([[-1.0, -2.0, 0.0, 0.0], [-3.0, 0.0, 0.0, 0.0]]),
-        "advantages": torch.tensor([0.5, -0.5]),
-    }, {"text": ["a", "b"]})
+    return TensorBatch(
+        {
+            "prompt_ids": torch.tensor([[0, 0, 5, 6], [0, 0, 0, 7]]),
+            "prompt_mask": torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1]]),
+            "response_ids": torch.tensor([[1, 2, 0, 0], [3, 0, 0, 0]]),
+            "response_mask": torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]]),
+            "ref_log_probs": torch.tensor([[-1.0, -2.0, 0.0, 0.0], [-3.0, 0.0, 0.0, 0.0]]),
+            "advantages": torch.tensor([0.5, -0.5]),
+        },
+        {"text": ["a", "b"]},
+    )
 
 
 def test_trimmed_drops_all_padding_columns_on_the_padded_sides():

@@ -13,11 +13,9 @@ from qwen25_rl.batch import TensorBatch
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=300 * 2**20, log_to_driver=False,
-             runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})  # fmt: skip
-    yield
-    ray.shutdown()
+def ray_cluster(local_ray):
+    """The session's local Ray (tests/conftest.py)."""
+    return local_ray
 
 
 def make_batch(vocab: int, n: int = 8, p_len: int = 5, r_len: int = 7, seed: int = 0) -> TensorBatch:

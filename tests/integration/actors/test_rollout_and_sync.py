@@ -48,22 +48,28 @@ class TorchPolicy(DistributedWorker, WeightSource):
 
         with torch.no_grad():
             lp, _ = response_log_probs(
-                self.model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"], temperature=temperature
+                self.model,
+                batch["prompt_ids"],
+                batch["prompt_mask"],
+                batch["response_ids"],
+                batch["response_mask"],
+                temperature=temperature,
             )
         return lp * batch["response_mask"]
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=300 * 2**20, log_to_driver=False)
-    yield
-    ray.shutdown()
+def ray_cluster(local_ray):
+    """The session's local Ray (tests/conftest.py)."""
+    return local_ray
 
 
 # "vllm-compiled": torch.compile'd vLLM (the GPU default, with CUDA graphs there); its weight
 # reloads must reach the compiled graph as well.
-@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.vllm),
-                                        pytest.param("vllm-compiled", marks=[pytest.mark.vllm, pytest.mark.slow])])
+@pytest.fixture(
+    scope="module",
+    params=["hf", pytest.param("vllm", marks=pytest.mark.vllm), pytest.param("vllm-compiled", marks=[pytest.mark.vllm, pytest.mark.slow])],
+)
 def setup(request, ray_cluster, tiny_model_dir):
     name = request.param
     engine = name.removesuffix("-compiled")
@@ -160,7 +166,11 @@ def test_bucket_plan_splits_by_size_and_dtype():
     layout = plan_buckets(named, bucket_mb=1500 / 2**20)  # 1500 bytes
     assert [[n for n, _ in params] for _, params in layout] == [["a"], ["b"], ["c"], ["d"]]
     layout = plan_buckets(named, bucket_mb=1.0)
-    assert [(d, [n for n, _ in params]) for d, params in layout] == [("torch.float32", ["a", "b"]), ("torch.float16", ["c"]), ("torch.float32", ["d"])]
+    assert [(d, [n for n, _ in params]) for d, params in layout] == [
+        ("torch.float32", ["a", "b"]),
+        ("torch.float16", ["c"]),
+        ("torch.float32", ["d"]),
+    ]
 
 
 @pytest.mark.vllm
@@ -169,9 +179,13 @@ def test_vllm_worker_computes_with_the_threads_asked_for(ray_cluster, tiny_model
     request, 1 here) and survives the engine start: vLLM's CPU worker turns
     torch.set_num_threads into a no-op, so the number must be set before it."""
     group = WorkerGroup(
-        RolloutWorker, 1, name="test/rollout-threads", num_cpus=1, distributed=False,
+        RolloutWorker,
+        1,
+        name="test/rollout-threads",
+        num_cpus=1,
+        distributed=False,
         init_kwargs={"engine": "vllm", "model_path": str(tiny_model_dir), "engine_kwargs": {"max_model_len": 128, "cpu_threads": 2}},
-    )  # fmt: skip
+    )
     try:
         threads = ray.get(group.workers[0].__ray_call__.remote(lambda self: (os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())))
         assert threads == ("1", 2)

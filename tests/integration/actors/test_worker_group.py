@@ -8,6 +8,7 @@ import time
 import pytest
 import ray
 import torch
+from bounds import SLACK_S
 
 from qwen25_rl.actors.base import DistributedWorker
 from qwen25_rl.actors.worker_group import PlacementError, WorkerGroup, reserve_bundles
@@ -34,10 +35,9 @@ class SumWorker(DistributedWorker):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
-    yield
-    ray.shutdown()
+def ray_cluster(local_ray):
+    """The session's local Ray (tests/conftest.py)."""
+    return local_ray
 
 
 def test_ranks_form_one_process_group(ray_cluster):
@@ -63,7 +63,7 @@ def test_more_workers_than_cluster_fails_at_once_with_numbers(ray_cluster):
     start = time.time()
     with pytest.raises(PlacementError, match=r"needs \{CPU: 10\} in 10 bundles, but the whole cluster has \{CPU: 4"):
         WorkerGroup(SumWorker, 10, name="test/toomany", num_cpus=1.0)
-    assert time.time() - start < 5
+    assert time.time() - start < SLACK_S  # at once, not after the 60 s placement timeout
 
 
 def test_busy_cluster_times_out_instead_of_hanging(ray_cluster):
@@ -80,8 +80,32 @@ def test_busy_cluster_times_out_instead_of_hanging(ray_cluster):
     assert ray.available_resources().get("CPU", 0) == 4
 
 
+def _cpus_back(total: float, timeout_s: float = 10.0) -> float:
+    deadline = time.time() + timeout_s
+    while ray.available_resources().get("CPU", 0) < total and time.time() < deadline:
+        time.sleep(0.1)
+    return ray.available_resources().get("CPU", 0)
+
+
+def _name_free(name: str, timeout_s: float = 10.0) -> bool:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            ray.get_actor(name)
+        except ValueError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_shutdown_releases_resources_and_names(ray_cluster):
+    total = ray.cluster_resources()["CPU"]
     group = WorkerGroup(SumWorker, 2, name="test/release", num_cpus=1.0, distributed=False)
+    assert ray.available_resources().get("CPU", 0) <= total - 2  # the placement group holds 2
+    assert ray.get_actor("test/release-0") is not None
     group.shutdown()
+    assert _cpus_back(total) == total
+    assert _name_free("test/release-0") and _name_free("test/release-1")
     again = WorkerGroup(SumWorker, 2, name="test/release", num_cpus=1.0, distributed=False)
     again.shutdown()
+    assert _cpus_back(total) == total

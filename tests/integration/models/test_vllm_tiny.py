@@ -40,7 +40,9 @@ def test_vllm_generates_from_init_model_output(tmp_path):
     from qwen25_rl.models import load_tokenizer
 
     tok = load_tokenizer(out)
-    expected_prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2+3?"}], tokenize=True, return_dict=True, add_generation_prompt=True)["input_ids"]
+    expected_prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2+3?"}], tokenize=True, return_dict=True, add_generation_prompt=True
+    )["input_ids"]
     assert result["prompt_ids"] == list(expected_prompt)  # vLLM used our tokenizer and template
     assert len(result["ids"]) == 6
     assert all(lp <= 0.0 for lp in result["logprobs"])

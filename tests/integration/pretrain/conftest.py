@@ -13,8 +13,9 @@ def small_pretrain_config():
     return _small_pretrain_config
 
 
-def _small_pretrain_config(root: Path, run_name: str, *, steps: int, trainer: dict[str, Any],
-                          weights: tuple[float, float] = (0.5, 0.5), **sections: Any) -> dict[str, Any]:  # fmt: skip
+def _small_pretrain_config(
+    root: Path, run_name: str, *, steps: int, trainer: dict[str, Any], weights: tuple[float, float] = (0.5, 0.5), **sections: Any
+) -> dict[str, Any]:
     """A pretrain stage config on a small synthetic corpus (arithmetic + code, 400-token BPE,
     64-token rows) under `root`; `sections` replace or add top-level sections."""
     data = root / "data"
@@ -34,4 +35,4 @@ def _small_pretrain_config(root: Path, run_name: str, *, steps: int, trainer: di
         "ray": {"num_cpus": 2, "include_dashboard": False, "object_store_memory_mb": 128},
         "logging": {"output_dir": str(root / "runs"), "run_name": run_name, "tensorboard": False, "ray_metrics": False},
         **sections,
-    }  # fmt: skip
+    }

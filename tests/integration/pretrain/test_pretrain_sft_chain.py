@@ -26,7 +26,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 # Small enough for a few minutes on 2 cores, large enough that SFT measurably teaches the
 # held-out arithmetic (see the accuracy test for the numbers seen).
-SYNTHETIC = {"arithmetic_train": 1500, "arithmetic_heldout": 100, "code_train": 200, "code_heldout": 20, "max_operand": 5, "max_factor": 5, "families": ["add", "sub"]}
+SYNTHETIC = {
+    "arithmetic_train": 1500,
+    "arithmetic_heldout": 100,
+    "code_train": 200,
+    "code_heldout": 20,
+    "max_operand": 5,
+    "max_factor": 5,
+    "families": ["add", "sub"],
+}
 PRETRAIN_STEPS, LONG_STEPS, SFT_STEPS = 120, 8, 80
 BATCH = {"micro_batch_size": 4, "global_batch_size": 4}
 
@@ -77,8 +85,10 @@ def _run_chain(root: Path):
     for stage in ("pretrain", "sft"):
         proc = subprocess.run(
             [sys.executable, "-m", "qwen25_rl", stage, "--config", str(_stage_config(stage, root))],
-            capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         (root / f"{stage}.log").write_text(proc.stdout + proc.stderr)
         assert proc.returncode == 0, f"{stage} failed (logs in {root}):\n{proc.stdout[-3000:]}\n{_errors(proc.stderr)}"
     yield root
@@ -96,7 +106,7 @@ def _rows(run: Path) -> list[dict]:
 
 def test_long_context_phase_raises_rope_base_and_context_in_saved_config(chain):
     final = json.loads((chain / "runs" / "tiny-pretrain" / "final" / "config.json").read_text())
-    init = json.loads((chain / "runs" / "tiny-pretrain" / "init_model" / "config.json").read_text())
+    init = json.loads((chain / "runs" / "tiny-pretrain" / "initial_model" / "config.json").read_text())
     assert init["rope_parameters"]["rope_theta"] == 10_000.0
     assert final["rope_parameters"]["rope_theta"] == 1_000_000.0
     assert final["max_position_embeddings"] == 4096 != init["max_position_embeddings"]
@@ -125,7 +135,10 @@ def _accuracy(model_dir: Path, problems: list[dict], chat: bool) -> tuple[float,
     tok = load_tokenizer(model_dir, padding_side="left")
     model = load_model(model_dir).eval()
     if chat:
-        prompts = [tok.apply_chat_template([{"role": "user", "content": p["question"]}], tokenize=False, add_generation_prompt=True) for p in problems]
+        prompts = [
+            tok.apply_chat_template([{"role": "user", "content": p["question"]}], tokenize=False, add_generation_prompt=True)
+            for p in problems
+        ]
     else:  # the pretraining text's own framing: fair to a model that never saw ChatML
         prompts = [ARITHMETIC_DOC_PROMPT.format(question=p["question"]) for p in problems]
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -187,7 +200,11 @@ def test_vllm_loads_the_sft_model_with_the_same_weights_and_rope(chain):
 
     final = chain / "runs" / "tiny-sft" / "final"
     tok = load_tokenizer(final)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Anna has 7 apples. She gets 5 more apples. How many apples does Anna have now?"}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Anna has 7 apples. She gets 5 more apples. How many apples does Anna have now?"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     proc = subprocess.run([sys.executable, "-c", VLLM_PROMPT_LOGPROBS, str(final), prompt], capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])

@@ -4,32 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from qwen25_rl.pretrain.prepare import tokenize_conversations, tokenize_documents
 from qwen25_rl.data import generate_problems
 from qwen25_rl.data.synthetic import arithmetic_document, arithmetic_messages
 from qwen25_rl.models.tokenizer import build_tokenizer
+from qwen25_rl.pretrain.prepare import tokenize_conversations, tokenize_documents
 
 # Ray start-up plus task workers importing transformers: ~15 s idle, a minute when loaded.
 pytestmark = pytest.mark.slow
 
 
-def test_ray_tasks_tokenise_like_the_driver(tmp_path):
-    import ray
+def test_ray_tasks_tokenise_like_the_driver(tmp_path, local_ray):
+    from qwen25_rl.pretrain.prepare import _tokenize_chats, _tokenize_texts
 
-    if ray.is_initialized():
-        pytest.skip("another Ray instance is already initialised in this process")
     problems, _ = generate_problems(90, 0, seed=0)
     docs = [arithmetic_document([p]) for p in problems]
     convs = [arithmetic_messages(p) for p in problems]
     tok = build_tokenizer(docs, vocab_size=400)
     tok.save_pretrained(tmp_path)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20, log_to_driver=False)
-    try:
-        parallel = tokenize_documents(tmp_path, docs, batch=20)  # 5 Ray tasks
-        parallel_chats = tokenize_conversations(tmp_path, convs, batch=25)  # 4 Ray tasks
-    finally:
-        ray.shutdown()
-    # Without Ray the same calls run in this process.
-    assert [a.tolist() for a in parallel] == [a.tolist() for a in tokenize_documents(tmp_path, docs, batch=20)]
+    parallel = tokenize_documents(tmp_path, docs, batch=20)  # 5 Ray tasks
+    parallel_chats = tokenize_conversations(tmp_path, convs, batch=25)  # 4 Ray tasks
+    # The same work in this process, in one piece.
+    assert [a.tolist() for a in parallel] == [a.tolist() for a in _tokenize_texts(str(tmp_path), docs)]
     assert [a.tolist() for a in parallel] == [tok(d, add_special_tokens=False)["input_ids"] for d in docs]
-    assert parallel_chats == tokenize_conversations(tmp_path, convs, batch=25)
+    assert parallel_chats == _tokenize_chats(str(tmp_path), convs)

@@ -28,14 +28,21 @@ STEPS, EVERY, GLOBAL_BATCH = 20, 5, 4
 
 def _config(tmp_path, small_pretrain_config) -> dict:
     return small_pretrain_config(
-        tmp_path, "resume", steps=STEPS,
+        tmp_path,
+        "resume",
+        steps=STEPS,
         trainer={
-            "strategy": "ddp", "micro_batch_size": 2, "global_batch_size": GLOBAL_BATCH, "max_failures": 1, "cpus_per_worker": 1,
+            "strategy": "ddp",
+            "micro_batch_size": 2,
+            "global_batch_size": GLOBAL_BATCH,
+            "max_failures": 1,
+            "cpus_per_worker": 1,
             # Every step reaches metrics.jsonl at once, so the test can kill at a known step.
             "report_interval_s": 0,
         },
-        optimizer={"lr": 1e-3}, checkpoint={"every_n_steps": EVERY, "keep_last": 2},
-    )  # fmt: skip
+        optimizer={"lr": 1e-3},
+        checkpoint={"every_n_steps": EVERY, "keep_last": 2},
+    )
 
 
 def _train_workers(root: int) -> list[psutil.Process]:
@@ -63,7 +70,9 @@ def test_killed_worker_resumes_from_checkpoint_with_the_same_data_order(workdir,
     cfg_path.write_text(yaml.safe_dump(_config(tmp_path, small_pretrain_config)))
     run = tmp_path / "runs" / "resume"
     log = (tmp_path / "log.txt").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "qwen25_rl", "pretrain", "--config", str(cfg_path)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwen25_rl", "pretrain", "--config", str(cfg_path)], stdout=log, stderr=subprocess.STDOUT
+    )
     killed_at = None
     try:
         deadline = time.time() + 400

@@ -1,33 +1,10 @@
-"""Local Ray for the reward integration tests: small, loopback only, shut down after each module."""
+"""Fixtures of the reward integration tests (the session's local Ray is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import socket
 
 import pytest
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(
-        num_cpus=3,  # logical CPUs: 2 reward workers + a Serve replica on a 2-core machine
-        include_dashboard=False,
-        object_store_memory=100 * 2**20,
-        log_to_driver=False,
-        namespace="reward_tests",
-    )
-    yield ray
-    try:
-        from ray import serve
-
-        serve.shutdown()
-    except Exception:
-        pass
-    ray.shutdown()
 
 
 @pytest.fixture

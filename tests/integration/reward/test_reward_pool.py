@@ -8,13 +8,15 @@ import textwrap
 import time
 
 import pytest
+from bounds import max_overlap
 
 from qwen25_rl.reward.config import RewardConfig
 from qwen25_rl.reward.pool import RewardPool
-from qwen25_rl.reward.registry import RewardSample
 from qwen25_rl.reward.scorer import RewardFailureError, RewardScorer, RewardSetupError
+from qwen25_rl.reward.types import RewardSample
 
 PLUGIN = """
+import os
 import time
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None):
@@ -24,8 +26,9 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None):
     if solution_str == "raise":
         raise ValueError("bad sample on purpose")
     if solution_str.startswith("sleep"):
+        start = time.time()
         time.sleep(float(solution_str[5:]))
-        return 1.0
+        return {"score": 1.0, "start": start, "end": time.time(), "pid": os.getpid()}
     return float(solution_str.strip().endswith(str(ground_truth)))
 """
 
@@ -53,14 +56,16 @@ def plugin_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mixed_cfg(plugin_path):
-    return RewardConfig.model_validate({
-        "functions": [
-            {"type": "math", "weight": 1.0, "timeout_s": 2.0, "data_sources": ["gsm8k"]},
-            {"type": "format", "weight": 0.1},
-            {"type": f"{plugin_path}/pool_plugin.py:compute_score", "name": "suffix", "weight": 0.5, "timeout_s": 1.0},
-        ],
-        "pool": {"num_workers": 2, "num_cpus_per_worker": 0.5, "on_failure": "drop_group", "log_examples": 2},
-    })
+    return RewardConfig.model_validate(
+        {
+            "functions": [
+                {"type": "math", "weight": 1.0, "timeout_s": 2.0, "data_sources": ["gsm8k"]},
+                {"type": "format", "weight": 0.1},
+                {"type": f"{plugin_path}/pool_plugin.py:compute_score", "name": "suffix", "weight": 0.5, "timeout_s": 1.0},
+            ],
+            "pool": {"num_workers": 2, "num_cpus_per_worker": 0.5, "on_failure": "drop_group", "log_examples": 2},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,9 @@ def batch(n_groups: int = 6, per_group: int = 4) -> list[RewardSample]:
         gold = str(10 + g)
         for k in range(per_group):
             resp = [f"so \\boxed{{{gold}}}", f"#### {gold}", "the answer is 3", f"\\boxed{{{int(gold) + 1}}}"][k % 4]
-            out.append(RewardSample(response=resp, answer=gold, data_source="gsm8k" if g % 2 == 0 else "other", group_id=g, sample_id=f"{g}-{k}"))
+            out.append(
+                RewardSample(response=resp, answer=gold, data_source="gsm8k" if g % 2 == 0 else "other", group_id=g, sample_id=f"{g}-{k}")
+            )
     return out
 
 
@@ -119,17 +126,19 @@ def test_pool_marks_failures_drops_their_groups_logs_examples_and_keeps_working(
 
 
 def test_pool_workers_score_chunks_concurrently(local_ray, plugin_path):
-    cfg = RewardConfig.model_validate({
-        "functions": [{"type": f"{plugin_path}/pool_plugin.py:compute_score", "timeout_s": 5}],
-        "pool": {"num_workers": 2, "num_cpus_per_worker": 0.5, "chunk_size": 2},
-    })
+    cfg = RewardConfig.model_validate(
+        {
+            "functions": [{"type": f"{plugin_path}/pool_plugin.py:compute_score", "timeout_s": 5}],
+            "pool": {"num_workers": 2, "num_cpus_per_worker": 0.5, "chunk_size": 2},
+        }
+    )
     with RewardPool(cfg, name_prefix="test/conc") as pool:
         pool.score([RewardSample("warm", answer="m")] * 2)
-        t = time.perf_counter()
         results = pool.score([RewardSample("sleep0.5", answer="x")] * 8)
-        elapsed = time.perf_counter() - t
     assert [r.reward for r in results] == [1.0] * 8
-    assert elapsed < 3.2, f"8 x 0.5 s on 2 workers took {elapsed:.1f} s (4 s would be one at a time)"
+    calls = [r.details["compute_score"] for r in results]
+    assert len({c["pid"] for c in calls}) == 2  # both workers scored
+    assert max_overlap([(c["start"], c["end"]) for c in calls]) >= 2  # at the same time
 
 
 def test_score_async_returns_a_future_of_the_same_results(mixed_pool):
@@ -142,7 +151,12 @@ def test_score_async_returns_a_future_of_the_same_results(mixed_pool):
 
 def test_fail_policy_stops_the_run_with_examples_and_zero_policy_scores_zero(local_ray, plugin_path):
     spec = f"{plugin_path}/pool_plugin.py:compute_score"
-    fail_cfg = RewardConfig.model_validate({"functions": [{"type": spec, "params": {"isolation": "thread"}}], "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "fail"}})
+    fail_cfg = RewardConfig.model_validate(
+        {
+            "functions": [{"type": spec, "params": {"isolation": "thread"}}],
+            "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "fail"},
+        }
+    )
     with RewardPool(fail_cfg, name_prefix="test/fail") as pool:
         with pytest.raises(RewardFailureError, match=r"(?s)on_failure is 'fail'.*bad sample on purpose") as e:
             pool.score([RewardSample("x", answer="x"), RewardSample("raise", answer="x")])
@@ -154,10 +168,12 @@ def test_fail_policy_stops_the_run_with_examples_and_zero_policy_scores_zero(loc
 
 
 def test_max_failure_fraction_stops_a_run_whose_reward_is_broken(local_ray, plugin_path):
-    cfg = RewardConfig.model_validate({
-        "functions": [{"type": f"{plugin_path}/pool_plugin.py:compute_score", "params": {"isolation": "thread"}}],
-        "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "zero", "max_failure_fraction": 0.5},
-    })
+    cfg = RewardConfig.model_validate(
+        {
+            "functions": [{"type": f"{plugin_path}/pool_plugin.py:compute_score", "params": {"isolation": "thread"}}],
+            "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "zero", "max_failure_fraction": 0.5},
+        }
+    )
     with RewardPool(cfg, name_prefix="test/frac") as pool:
         pool.score([RewardSample("raise")] + [RewardSample("x", answer="x")] * 3)  # 25 %: fine
         with pytest.raises(RewardFailureError, match="3/4 samples failed"):
@@ -165,10 +181,12 @@ def test_max_failure_fraction_stops_a_run_whose_reward_is_broken(local_ray, plug
 
 
 def test_a_worker_that_dies_is_replaced_and_its_samples_marked(local_ray, plugin_path):
-    cfg = RewardConfig.model_validate({
-        "functions": [{"type": f"{plugin_path}/actor_killer.py:f", "params": {"isolation": "thread"}}],
-        "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "zero", "chunk_size": 1},
-    })
+    cfg = RewardConfig.model_validate(
+        {
+            "functions": [{"type": f"{plugin_path}/actor_killer.py:f", "params": {"isolation": "thread"}}],
+            "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "zero", "chunk_size": 1},
+        }
+    )
     with RewardPool(cfg, name_prefix="test/crash") as pool:
         results = pool.score([RewardSample("ok"), RewardSample("crash"), RewardSample("ok")])
         # Only the chunk in flight is lost with the actor; the replacement scores the rest.
@@ -179,10 +197,12 @@ def test_a_worker_that_dies_is_replaced_and_its_samples_marked(local_ray, plugin
 
 
 def test_a_hung_worker_is_killed_at_the_backstop_deadline(local_ray, plugin_path):
-    cfg = RewardConfig.model_validate({
-        "functions": [{"type": f"{plugin_path}/actor_killer.py:f", "timeout_s": 0.5, "params": {"isolation": "thread"}}],
-        "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "zero", "worker_grace_s": 2.0, "chunk_size": 1},
-    })
+    cfg = RewardConfig.model_validate(
+        {
+            "functions": [{"type": f"{plugin_path}/actor_killer.py:f", "timeout_s": 0.5, "params": {"isolation": "thread"}}],
+            "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "zero", "worker_grace_s": 2.0, "chunk_size": 1},
+        }
+    )
     with RewardPool(cfg, name_prefix="test/wedge") as pool:
         t = time.perf_counter()
         results = pool.score([RewardSample("wedge"), RewardSample("ok")])
@@ -205,10 +225,12 @@ def test_pool_grades_code_in_the_sandbox(local_ray, eval_data_dir):
 
     with open(eval_data_dir / "humaneval.jsonl") as f:
         problems = [json.loads(line) for _, line in zip(range(4), f)]
-    cfg = RewardConfig.model_validate({
-        "functions": [{"type": "code", "timeout_s": 60, "params": {"mode": "all", "concurrency": 2}}],
-        "pool": {"num_workers": 2, "num_cpus_per_worker": 0.5, "on_failure": "fail"},
-    })
+    cfg = RewardConfig.model_validate(
+        {
+            "functions": [{"type": "code", "timeout_s": 60, "params": {"mode": "all", "concurrency": 2}}],
+            "pool": {"num_workers": 2, "num_cpus_per_worker": 0.5, "on_failure": "fail"},
+        }
+    )
     samples = []
     for i, p in enumerate(problems):
         samples.append(RewardSample(f"```python\n{p['prompt']}{p['canonical_solution']}```", answer=p, group_id=i))
@@ -227,10 +249,12 @@ def test_the_backstop_waits_for_the_sandbox_budget_of_a_slow_program(local_ray):
     tests = ["assert double(1) == 2", "assert double(2) == 4", "assert double(3) == 6"]
     slow = "```python\nimport time\ndef double(x):\n    time.sleep(0.8)\n    return 0\n```"
     right = "```python\ndef double(x):\n    return 2 * x\n```"
-    cfg = RewardConfig.model_validate({
-        "functions": [{"type": "code", "timeout_s": 2.0, "params": {"per_test_timeout_s": 1.0}}],
-        "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "chunk_size": 1, "worker_grace_s": 0.5, "on_failure": "drop_group"},
-    })  # fmt: skip
+    cfg = RewardConfig.model_validate(
+        {
+            "functions": [{"type": "code", "timeout_s": 2.0, "params": {"per_test_timeout_s": 1.0}}],
+            "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "chunk_size": 1, "worker_grace_s": 0.5, "on_failure": "drop_group"},
+        }
+    )
     with RewardPool(cfg, name_prefix="test/slow-code") as pool:
         results = pool.score([RewardSample(right, answer=tests, group_id=0), RewardSample(slow, answer=tests, group_id=0)])
         assert pool.restarts == 0

@@ -11,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from qwen25_rl.reward.config import RewardConfig, RewardModelServeConfig, ServeConfig
-from qwen25_rl.reward.registry import RewardResult, RewardSample
+from qwen25_rl.reward.config import RewardConfig
 from qwen25_rl.reward.scorer import RewardScorer, combine
+from qwen25_rl.reward.serve_config import RewardModelServeConfig, ServeConfig
+from qwen25_rl.reward.types import RewardResult, RewardSample
 
 
 def _port() -> int:
@@ -66,8 +67,13 @@ def endpoints(local_ray, rm_dir):
 
     port = _port()
     common = {"port": port, "num_cpus_per_replica": 0.5, "batch_wait_timeout_s": 0.05}
-    reward_url = deploy(ServeConfig(app_name="rewardfns", route_prefix="/reward", **common), reward_cfg=RewardConfig.model_validate(REWARD_CFG))
-    rm_url = deploy(ServeConfig(app_name="rm", route_prefix="/rm", max_batch_size=16, **common), rm_cfg=RewardModelServeConfig(path=str(rm_dir), micro_batch_size=4))
+    reward_url = deploy(
+        ServeConfig(app_name="rewardfns", route_prefix="/reward", **common), reward_cfg=RewardConfig.model_validate(REWARD_CFG)
+    )
+    rm_url = deploy(
+        ServeConfig(app_name="rm", route_prefix="/rm", max_batch_size=16, **common),
+        rm_cfg=RewardModelServeConfig(path=str(rm_dir), micro_batch_size=4),
+    )
     yield {"reward": reward_url, "rm": rm_url}
     serve.shutdown()
 
@@ -82,8 +88,18 @@ def math_samples() -> list[RewardSample]:
     ]
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on `port` (Serve's proxy, in its own process)."""
+    import psutil
+
+    return {c.laddr.ip for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
 def test_endpoint_listens_on_loopback_only(endpoints):
-    assert endpoints["reward"].startswith("http://127.0.0.1:")
+    port = int(endpoints["reward"].split(":")[2].split("/")[0])
+    # What the proxy's socket is bound to, not what the URL says (a server bound to 0.0.0.0
+    # would still be announced as 127.0.0.1).
+    assert listening_addresses(port) == {"127.0.0.1"}
 
 
 def test_served_reward_config_matches_the_in_process_scorer(endpoints):
@@ -120,10 +136,12 @@ def test_bad_requests_get_400_with_the_reason(endpoints, body, message):
 def test_pool_calls_the_endpoint_as_a_reward(endpoints):
     from qwen25_rl.reward.pool import RewardPool
 
-    cfg = RewardConfig.model_validate({
-        "functions": [{"type": "reward_model", "name": "remote", "params": {"url": endpoints["reward"], "batch_size": 2}}],
-        "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "drop_group"},
-    })
+    cfg = RewardConfig.model_validate(
+        {
+            "functions": [{"type": "reward_model", "name": "remote", "params": {"url": endpoints["reward"], "batch_size": 2}}],
+            "pool": {"num_workers": 1, "num_cpus_per_worker": 0.5, "on_failure": "drop_group"},
+        }
+    )
     samples = math_samples()
     with RewardPool(cfg, name_prefix="test/remote") as pool:
         results = pool.score(samples)
@@ -148,7 +166,9 @@ def test_reward_model_endpoint_matches_an_unbatched_forward(endpoints, rm_dir):
     tok = AutoTokenizer.from_pretrained(rm_dir)
     model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
     for s, r in zip(samples, body["results"]):
-        text = tok.apply_chat_template([{"role": "user", "content": s.prompt}, {"role": "assistant", "content": s.response}], tokenize=False)
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": s.prompt}, {"role": "assistant", "content": s.response}], tokenize=False
+        )
         with torch.inference_mode():
             want = model(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
         assert r["reward"] == pytest.approx(want, abs=1e-4)

@@ -23,7 +23,15 @@ def test_serve_reward_command_serves_until_interrupted(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "qwen25_rl", "serve-reward", "--config", str(REPO_ROOT / "configs/tiny/serve_reward.yaml"), f"serve.port={port}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qwen25_rl",
+        "serve-reward",
+        "--config",
+        str(REPO_ROOT / "configs/tiny/serve_reward.yaml"),
+        f"serve.port={port}",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, start_new_session=True)
     lines: list[str] = []
     url: list[str] = []

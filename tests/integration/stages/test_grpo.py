@@ -27,8 +27,13 @@ SYNC_LOGPROB_TOL = 1e-3
 
 
 def grpo(overrides: list[str], *, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "qwen25_rl", "grpo", "--config", CONFIG, *overrides],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "qwen25_rl", "grpo", "--config", CONFIG, *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
     if check:
         assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -37,13 +42,32 @@ def grpo(overrides: list[str], *, timeout: int = 900, check: bool = True) -> sub
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_grpo_learns_reward_with_vllm_rollouts_and_deepspeed(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
-    reward = "[{type: custom, name: letter_e, params: {path: '" + str(digit_task / "digit_reward.py") + ":letter_e_fraction', isolation: thread}}]"
+    reward = (
+        "[{type: custom, name: letter_e, params: {path: '"
+        + str(digit_task / "digit_reward.py")
+        + ":letter_e_fraction', isolation: thread}}]"
+    )
     start = time.time()
-    grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "learn", **{
-        "rollout.engine": "vllm", "policy.strategy": "deepspeed", "policy.zero_stage": 2,
-        "optimizer.lr": 1.0e-2, "algorithm.total_steps": 20, "reward.functions": reward,
-        "eval.every_n_steps": 20, "eval.samples_per_prompt": 4, "eval.pass_k": "[1, 4]", "eval.at_start": True,
-    }))  # fmt: skip
+    grpo(
+        grpo_overrides(
+            tiny_model_dir,
+            digit_task,
+            tmp_path,
+            "learn",
+            **{
+                "rollout.engine": "vllm",
+                "policy.strategy": "deepspeed",
+                "policy.zero_stage": 2,
+                "optimizer.lr": 1.0e-2,
+                "algorithm.total_steps": 20,
+                "reward.functions": reward,
+                "eval.every_n_steps": 20,
+                "eval.samples_per_prompt": 4,
+                "eval.pass_k": "[1, 4]",
+                "eval.at_start": True,
+            },
+        )
+    )
     rows = read_metrics(tmp_path / "learn" / "metrics.jsonl")
     baseline, rows = rows[0], rows[1:]
     assert baseline["step"] == 0 and "eval/pass@1" in baseline and "reward/mean" not in baseline
@@ -57,8 +81,17 @@ def test_grpo_learns_reward_with_vllm_rollouts_and_deepspeed(tiny_model_dir, dig
     assert max(gaps) < SYNC_LOGPROB_TOL, gaps
     assert [r["policy_version"] for r in rows] == list(range(1, 21))
     assert all(r["policy_version/lag_max"] == 0 for r in rows)
-    for key in ("time/generate_s", "time/reward_s", "time/train_s", "time/sync_s",
-                "policy/entropy", "policy/clip_frac", "policy/approx_kl", "response_length/mean", "tokens_per_s"):  # fmt: skip
+    for key in (
+        "time/generate_s",
+        "time/reward_s",
+        "time/train_s",
+        "time/sync_s",
+        "policy/entropy",
+        "policy/clip_frac",
+        "policy/approx_kl",
+        "response_length/mean",
+        "tokens_per_s",
+    ):
         assert key in rows[-1], key
     assert 0.0 <= rows[-1]["eval/pass@1"] <= rows[-1]["eval/pass@4"] <= 1.0
     assert (tmp_path / "learn" / "final" / "model.safetensors").is_file()
@@ -66,14 +99,27 @@ def test_grpo_learns_reward_with_vllm_rollouts_and_deepspeed(tiny_model_dir, dig
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_state(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
-    common = {"rollout.engine": "hf", "policy.strategy": "ddp", "algorithm.total_steps": 4,
-              "checkpoint.every_n_steps": 2, "algorithm.prompts_per_step": 4, "rollout.samples_per_prompt": 4}  # fmt: skip
+    common = {
+        "rollout.engine": "hf",
+        "policy.strategy": "ddp",
+        "algorithm.total_steps": 4,
+        "checkpoint.every_n_steps": 2,
+        "algorithm.prompts_per_step": 4,
+        "rollout.samples_per_prompt": 4,
+    }
     grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "straight", **common))
     straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
 
     # The same run, killed with SIGKILL (driver, Ray and workers) once step 2 is checkpointed.
-    args = [sys.executable, "-m", "qwen25_rl", "grpo", "--config", CONFIG,
-            *grpo_overrides(tiny_model_dir, digit_task, tmp_path, "killed", **common)]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "qwen25_rl",
+        "grpo",
+        "--config",
+        CONFIG,
+        *grpo_overrides(tiny_model_dir, digit_task, tmp_path, "killed", **common),
+    ]
     proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     marker = tmp_path / "killed" / "checkpoints" / "step_2" / "COMPLETE"
     deadline = time.time() + 600
@@ -91,13 +137,31 @@ def test_killed_run_resumes_to_the_same_state(tiny_model_dir, digit_task, tmp_pa
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
 
 
-def test_missing_prompt_field_fails_before_workers_start(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
+def grpo_in_process(overrides: list[str], capsys) -> tuple[int, str]:
+    """The CLI called in this process: for bad input that fails before any worker (or Ray)
+    starts, as fast as a function call."""
+    from qwen25_rl.cli import main
+
+    rc = main(["grpo", "--config", CONFIG, *overrides])
+    return rc, capsys.readouterr().err
+
+
+def test_missing_prompt_field_fails_before_workers_start_and_leaves_no_run_folder(
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides, capsys
+):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"question": "no prompt here"}\n')
-    proc = grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "bad", **{"data.train_files": f"[{bad}]"}), check=False)
-    assert proc.returncode == 2
-    assert f"{bad}:2: row has neither 'prompt' (text) nor 'messages' (chat)" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    rc, err = grpo_in_process(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "bad", **{"data.train_files": f"[{bad}]"}), capsys)
+    assert rc == 2
+    assert f"{bad}:2: row has neither 'prompt' (text) nor 'messages' (chat)" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_missing_model_folder_is_named_and_leaves_no_run_folder(digit_task, tmp_path, grpo_overrides, capsys):
+    rc, err = grpo_in_process(grpo_overrides(tmp_path / "no_model_here", digit_task, tmp_path, "nomodel"), capsys)
+    assert rc == 2 and "model.path" in err and "no_model_here" in err and "Traceback" not in err
+    assert not (tmp_path / "nomodel").exists()
 
 
 def test_reward_path_that_does_not_import_fails_at_config_load(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
@@ -113,13 +177,16 @@ def test_reward_path_that_does_not_import_fails_at_config_load(tiny_model_dir, d
 
 def test_more_workers_than_the_cluster_fails_clearly(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
     start = time.time()
-    proc = grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "toomany", **{"policy.num_workers": 8, "algorithm.prompts_per_step": 8}), check=False)
+    proc = grpo(
+        grpo_overrides(tiny_model_dir, digit_task, tmp_path, "toomany", **{"policy.num_workers": 8, "algorithm.prompts_per_step": 8}),
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "grpo/policy: needs {CPU: 8} in 8 bundles, but the whole cluster has {CPU: 4" in proc.stderr
     assert time.time() - start < 180
 
 
-def test_unknown_config_key_is_named(tmp_path):
-    proc = grpo(["algorithm.kl_coeff=0.1"], check=False)
-    assert proc.returncode == 2
-    assert "unknown key 'algorithm.kl_coeff'" in proc.stderr and "did you mean 'algorithm.kl_coef'" in proc.stderr
+def test_unknown_config_key_is_named(tmp_path, capsys):
+    rc, err = grpo_in_process(["algorithm.kl_coeff=0.1"], capsys)
+    assert rc == 2
+    assert "unknown key 'algorithm.kl_coeff'" in err and "did you mean 'algorithm.kl_coef'" in err

@@ -16,12 +16,14 @@ def ragged_batch(vocab: int, n: int = 7, p_len: int = 6, r_len: int = 9) -> Tens
     for i in range(n):
         prompt_mask[i, : (i * 2) % p_len] = 0  # left padding, 0..5 columns
         response_mask[i, : 1 + (i * 4) % r_len] = 1  # right padding, ragged
-    return TensorBatch({
-        "prompt_ids": torch.randint(0, vocab, (n, p_len), generator=g) * prompt_mask,
-        "prompt_mask": prompt_mask,
-        "response_ids": torch.randint(0, vocab, (n, r_len), generator=g) * response_mask,
-        "response_mask": response_mask,
-    })  # fmt: skip
+    return TensorBatch(
+        {
+            "prompt_ids": torch.randint(0, vocab, (n, p_len), generator=g) * prompt_mask,
+            "prompt_mask": prompt_mask,
+            "response_ids": torch.randint(0, vocab, (n, r_len), generator=g) * response_mask,
+            "response_mask": response_mask,
+        }
+    )
 
 
 def test_log_probs_of_sorted_trimmed_micro_batches_match_each_sample_scored_alone(tiny_model_dir):
@@ -33,10 +35,14 @@ def test_log_probs_of_sorted_trimmed_micro_batches_match_each_sample_scored_alon
     for i in range(len(batch)):
         p = batch["prompt_mask"][i].bool()
         r = batch["response_mask"][i].bool()
-        alone = TensorBatch({
-            "prompt_ids": batch["prompt_ids"][i, p][None], "prompt_mask": batch["prompt_mask"][i, p][None],
-            "response_ids": batch["response_ids"][i, r][None], "response_mask": batch["response_mask"][i, r][None],
-        })  # fmt: skip
+        alone = TensorBatch(
+            {
+                "prompt_ids": batch["prompt_ids"][i, p][None],
+                "prompt_mask": batch["prompt_mask"][i, p][None],
+                "response_ids": batch["response_ids"][i, r][None],
+                "response_mask": batch["response_mask"][i, r][None],
+            }
+        )
         want = worker.log_probs(alone, micro_batch_size=1, with_entropy=True)
         k = int(r.sum())
         torch.testing.assert_close(got["log_probs"][i, :k], want["log_probs"][0], atol=1e-5, rtol=1e-5)

@@ -53,9 +53,7 @@ def test_reinforce_pp_baseline_whitens_group_centred_rewards_over_the_batch():
 
 def test_reinforce_pp_baseline_adds_the_return_to_go_of_token_rewards():
     token_rewards = torch.tensor([[-0.1, -0.2], [0.0, -0.3]])
-    adv = compute_advantages(
-        "reinforce_pp_baseline", torch.tensor([1.0, 0.0]), [0, 0], torch.ones(2, 2), token_rewards=token_rewards
-    )
+    adv = compute_advantages("reinforce_pp_baseline", torch.tensor([1.0, 0.0]), [0, 0], torch.ones(2, 2), token_rewards=token_rewards)
     returns = [0.5 - 0.1 - 0.2, 0.5 - 0.2, -0.5 + 0.0 - 0.3, -0.5 - 0.3]
     mean = sum(returns) / 4
     std = math.sqrt(sum((g - mean) ** 2 for g in returns) / 4)

@@ -30,10 +30,11 @@ def test_hinge_loss_is_one_minus_beta_h_clipped_at_zero():
 
 
 def test_length_normalisation_divides_each_sum_by_its_length():
-    out = dpo_loss(*PAIR, beta=1.0, loss_type="ipo", length_normalize=True,
-                   chosen_lengths=torch.tensor([2]), rejected_lengths=torch.tensor([4]))
+    out = dpo_loss(
+        *PAIR, beta=1.0, loss_type="ipo", length_normalize=True, chosen_lengths=torch.tensor([2]), rejected_lengths=torch.tensor([4])
+    )
     # (-1/2 + 3/4) - (-2/2 + 2/4) = 0.75; (0.75 - 0.5)^2
-    assert out.loss.item() == pytest.approx(0.25 ** 2)
+    assert out.loss.item() == pytest.approx(0.25**2)
 
 
 def test_rpo_adds_alpha_times_the_token_mean_nll_of_chosen():

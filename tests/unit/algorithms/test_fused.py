@@ -37,14 +37,21 @@ def _grads(loss, *params):
 @pytest.mark.parametrize("rows_per_chunk", [1, 2, 8])
 def test_fused_policy_loss_matches_log_probs_then_policy_loss(mode, rows_per_chunk):
     hidden, weight, bias, labels, old, rollout, ref, adv, mask = _case(LOSS_AGG_MODES.index(mode))
-    options = dict(loss_agg_mode=mode, clip_low=0.2, clip_high=0.28, dual_clip=3.0, rollout_log_probs=rollout,
-                   ref_log_probs=ref, kl_coef=0.1, entropy_coef=0.02)
-    log_p, entropy = token_log_probs_and_entropy_from_hidden(
-        hidden, weight, labels, bias=bias, temperature=0.8, response_mask=mask
+    options = dict(
+        loss_agg_mode=mode,
+        clip_low=0.2,
+        clip_high=0.28,
+        dual_clip=3.0,
+        rollout_log_probs=rollout,
+        ref_log_probs=ref,
+        kl_coef=0.1,
+        entropy_coef=0.02,
     )
+    log_p, entropy = token_log_probs_and_entropy_from_hidden(hidden, weight, labels, bias=bias, temperature=0.8, response_mask=mask)
     want = policy_loss(log_p, old, adv, mask, entropy=entropy, **options)
-    got = policy_loss_from_hidden(hidden, weight, labels, old, adv, mask, bias=bias, temperature=0.8,
-                                  rows_per_chunk=rows_per_chunk, **options)
+    got = policy_loss_from_hidden(
+        hidden, weight, labels, old, adv, mask, bias=bias, temperature=0.8, rows_per_chunk=rows_per_chunk, **options
+    )
     assert got.loss.item() == pytest.approx(want.loss.item(), abs=1e-12)
     for a, b in zip(_grads(got.loss, hidden, weight, bias), _grads(want.loss, hidden, weight, bias)):
         assert torch.allclose(a, b, atol=1e-12)
@@ -58,8 +65,7 @@ def test_fused_policy_loss_with_global_counts_matches_unfused():
     hidden, weight, bias, labels, old, _, _, adv, mask = _case(11)
     log_p, _ = token_log_probs_and_entropy_from_hidden(hidden, weight, labels)
     want = policy_loss(log_p, old, adv, mask, loss_agg_mode="seq-mean-token-mean", num_seqs=40, num_tokens=99)
-    got = policy_loss_from_hidden(hidden, weight, labels, old, adv, mask, loss_agg_mode="seq-mean-token-mean",
-                                  num_seqs=40, num_tokens=99)
+    got = policy_loss_from_hidden(hidden, weight, labels, old, adv, mask, loss_agg_mode="seq-mean-token-mean", num_seqs=40, num_tokens=99)
     assert got.loss.item() == pytest.approx(want.loss.item(), abs=1e-12)
     assert got.entropy is None
 
@@ -72,8 +78,9 @@ def test_on_policy_fused_loss_uses_the_current_log_probs_as_old(rows_per_chunk):
     options = dict(loss_agg_mode="token-mean", clip_low=0.2, clip_high=0.28, ref_log_probs=ref, kl_coef=0.1)
     log_p, _ = token_log_probs_and_entropy_from_hidden(hidden, weight, labels, bias=bias, temperature=0.7, response_mask=mask)
     want = policy_loss(log_p, log_p.detach(), adv, mask, **options)
-    got = policy_loss_from_hidden(hidden, weight, labels, None, adv, mask, bias=bias, temperature=0.7,
-                                  rows_per_chunk=rows_per_chunk, **options)
+    got = policy_loss_from_hidden(
+        hidden, weight, labels, None, adv, mask, bias=bias, temperature=0.7, rows_per_chunk=rows_per_chunk, **options
+    )
     assert got.loss.item() == pytest.approx(want.loss.item(), abs=1e-12)
     for a, b in zip(_grads(got.loss, hidden, weight, bias), _grads(want.loss, hidden, weight, bias)):
         assert torch.allclose(a, b, atol=1e-12)
@@ -102,8 +109,7 @@ def test_fused_loss_passes_gradcheck():
     hidden, weight, bias, labels, old, _, _, adv, mask = _case(13)
 
     def f(h, w, b):
-        return policy_loss_from_hidden(h, w, labels, old, adv, mask, bias=b, temperature=0.9,
-                                       rows_per_chunk=2, entropy_coef=0.1).loss
+        return policy_loss_from_hidden(h, w, labels, old, adv, mask, bias=b, temperature=0.9, rows_per_chunk=2, entropy_coef=0.1).loss
 
     # fast mode (random directional derivatives): every full evaluation runs the policy loss per chunk
     assert torch.autograd.gradcheck(f, (hidden, weight, bias), fast_mode=True)

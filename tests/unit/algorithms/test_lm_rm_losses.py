@@ -63,9 +63,7 @@ def test_fused_hidden_lm_loss_matches_materialised_logits(chunk_size):
     want = lm_loss(hidden @ weight.T + bias, labels, num_tokens=11)
     got = lm_loss_from_hidden(hidden, weight, labels, bias=bias, num_tokens=11, chunk_size=chunk_size)
     assert got.item() == pytest.approx(want.item(), abs=1e-12)
-    for g_got, g_want in zip(
-        torch.autograd.grad(got, (hidden, weight, bias)), torch.autograd.grad(want, (hidden, weight, bias))
-    ):
+    for g_got, g_want in zip(torch.autograd.grad(got, (hidden, weight, bias)), torch.autograd.grad(want, (hidden, weight, bias))):
         assert torch.allclose(g_got, g_want, atol=1e-12)
 
 
@@ -93,9 +91,7 @@ def test_fused_hidden_lm_loss_under_no_grad_returns_the_same_value():
 
 def test_fused_hidden_lm_loss_passes_gradcheck():
     hidden, weight, bias, labels = _hidden_case(5)
-    assert torch.autograd.gradcheck(
-        lambda h, w, b: lm_loss_from_hidden(h, w, labels, bias=b, chunk_size=3), (hidden, weight, bias)
-    )
+    assert torch.autograd.gradcheck(lambda h, w, b: lm_loss_from_hidden(h, w, labels, bias=b, chunk_size=3), (hidden, weight, bias))
 
 
 def test_bradley_terry_loss_is_minus_log_sigmoid_of_the_reward_gap():

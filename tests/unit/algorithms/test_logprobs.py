@@ -65,9 +65,7 @@ def test_hidden_path_matches_materialised_lm_head_in_value_and_gradient(chunk_si
     w_lp, w_h = torch.randn(2, 7, dtype=torch.float64), torch.randn(2, 7, dtype=torch.float64)
     ref_lp, ref_h = _reference(hidden @ weight.T + bias, labels, 0.8)
     ref_grads = torch.autograd.grad((ref_lp * w_lp).sum() + (ref_h * w_h).sum(), (hidden, weight, bias))
-    lp, h = token_log_probs_and_entropy_from_hidden(
-        hidden, weight, labels, bias=bias, temperature=0.8, chunk_size=chunk_size
-    )
+    lp, h = token_log_probs_and_entropy_from_hidden(hidden, weight, labels, bias=bias, temperature=0.8, chunk_size=chunk_size)
     grads = torch.autograd.grad((lp * w_lp).sum() + (h * w_h).sum(), (hidden, weight, bias))
     assert torch.allclose(lp, ref_lp, atol=1e-12) and torch.allclose(h, ref_h, atol=1e-12)
     for got, want in zip(grads, ref_grads):
@@ -179,9 +177,7 @@ def test_hidden_path_skips_masked_positions_in_value_gradient_and_work():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        log_p, entropy = token_log_probs_and_entropy_from_hidden(
-            hidden, weight, labels.masked_fill(~mask, -100), response_mask=mask
-        )
+        log_p, entropy = token_log_probs_and_entropy_from_hidden(hidden, weight, labels.masked_fill(~mask, -100), response_mask=mask)
     assert (4, 4) in saved and (10, 4) not in saved  # only the 4 response rows were scored
     want_lp, want_h = _reference(hidden @ weight.T, labels)
     want_lp, want_h = want_lp * mask, want_h * mask
@@ -194,8 +190,12 @@ def test_hidden_path_skips_masked_positions_in_value_gradient_and_work():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    b=st.integers(1, 3), t=st.integers(1, 6), v=st.integers(2, 40), chunk=st.integers(1, 8),
-    temperature=st.sampled_from([0.5, 1.0, 1.7]), seed=st.integers(0, 2**16),
+    b=st.integers(1, 3),
+    t=st.integers(1, 6),
+    v=st.integers(2, 40),
+    chunk=st.integers(1, 8),
+    temperature=st.sampled_from([0.5, 1.0, 1.7]),
+    seed=st.integers(0, 2**16),
 )
 def test_property_log_probs_are_valid_and_independent_of_the_chunking(b, t, v, chunk, temperature, seed):
     g = torch.Generator().manual_seed(seed)

@@ -99,7 +99,10 @@ def test_gradient_of_token_mean_is_mask_over_count():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    b=st.integers(1, 8), t=st.integers(1, 5), parts=st.integers(1, 4), seed=st.integers(0, 2**16),
+    b=st.integers(1, 8),
+    t=st.integers(1, 5),
+    parts=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
     mode=st.sampled_from(["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]),
 )
 def test_property_parts_with_global_counts_sum_to_the_whole(b, t, parts, seed, mode):

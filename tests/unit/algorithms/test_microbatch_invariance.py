@@ -50,13 +50,23 @@ def _batch(seed=0):
 
 def _rl_loss(model, rows, batch, mode, counts):
     inputs, targets, mask, old, rollout, ref, adv = (t[rows] for t in batch)
-    log_probs, entropy = token_log_probs_and_entropy_from_hidden(
-        model.hidden(inputs), model.head, targets, temperature=0.9, chunk_size=5
-    )
+    log_probs, entropy = token_log_probs_and_entropy_from_hidden(model.hidden(inputs), model.head, targets, temperature=0.9, chunk_size=5)
     out = policy_loss(
-        log_probs, old, adv, mask, loss_agg_mode=mode, clip_low=0.2, clip_high=0.28, dual_clip=3.0,
-        rollout_log_probs=rollout, ref_log_probs=ref, kl_coef=0.05, entropy=entropy, entropy_coef=0.01,
-        max_response_length=LENGTH, **counts,
+        log_probs,
+        old,
+        adv,
+        mask,
+        loss_agg_mode=mode,
+        clip_low=0.2,
+        clip_high=0.28,
+        dual_clip=3.0,
+        rollout_log_probs=rollout,
+        ref_log_probs=ref,
+        kl_coef=0.05,
+        entropy=entropy,
+        entropy_coef=0.01,
+        max_response_length=LENGTH,
+        **counts,
     )
     return out.loss
 
@@ -100,8 +110,7 @@ def test_policy_loss_gradient_is_the_same_over_two_ranks_of_two_micro_batches(mo
     model, batch = TinyPolicy(1), _batch(1)
     counts = _global_counts(batch[2])
     full = _step(model, lambda rows: _rl_loss(model, rows, batch, mode, counts), [ALL])
-    ranks = _step(model, lambda rows: _rl_loss(model, rows, batch, mode, counts),
-                  [[[0, 1], [2, 3]], [[4, 5], [6, 7]]], world_size=2)
+    ranks = _step(model, lambda rows: _rl_loss(model, rows, batch, mode, counts), [[[0, 1], [2, 3]], [[4, 5], [6, 7]]], world_size=2)
     for a, b in zip(full, ranks):
         assert torch.allclose(a, b, atol=1e-12, rtol=1e-10)
 
@@ -139,8 +148,17 @@ def test_dpo_and_reward_model_gradients_are_the_same_split_four_ways():
         log_p, _ = token_log_probs_and_entropy_from_hidden(model.hidden(inputs[rows]), model.head, targets[rows])
         sums = (log_p * mask[rows]).sum(-1)
         n = len(pair_rows)
-        dpo = dpo_loss(sums[:n], sums[n:], ref[rows][:n], ref[rows][n:], beta=0.3, rpo_alpha=0.5,
-                       chosen_lengths=lengths[pair_rows], num_pairs=4, num_chosen_tokens=num_chosen_tokens)
+        dpo = dpo_loss(
+            sums[:n],
+            sums[n:],
+            ref[rows][:n],
+            ref[rows][n:],
+            beta=0.3,
+            rpo_alpha=0.5,
+            chosen_lengths=lengths[pair_rows],
+            num_pairs=4,
+            num_chosen_tokens=num_chosen_tokens,
+        )
         rm = bradley_terry_loss(sums[:n] / 10, sums[n:] / 10, margin=0.1, num_pairs=4)
         return dpo.loss + rm.loss
 

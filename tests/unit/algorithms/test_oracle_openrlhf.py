@@ -25,6 +25,7 @@ import types
 
 import pytest
 import torch
+from environment import skip_missing
 
 from qwen25_rl.algorithms import (
     aggregate_token_loss,
@@ -43,7 +44,7 @@ TOL = 1e-6
 def openrlhf():
     spec = importlib.util.find_spec("openrlhf")
     if spec is None:
-        pytest.skip("openrlhf is not installed (make setup installs openrlhf==0.11.2 with --no-deps)")
+        skip_missing("openrlhf (make setup installs openrlhf==0.11.2 with --no-deps)")
     before = set(sys.modules)
     if "openrlhf.models" not in sys.modules:
         placeholder = types.ModuleType("openrlhf.models")
@@ -53,7 +54,7 @@ def openrlhf():
         loss = importlib.import_module("openrlhf.models.loss")
         utils = importlib.import_module("openrlhf.models.utils")
     except ImportError as err:
-        pytest.skip(f"openrlhf.models.loss cannot be imported here: {err}")
+        skip_missing(f"openrlhf.models.loss cannot be imported here: {err}")
     yield types.SimpleNamespace(loss=loss, utils=utils)
     for name in set(sys.modules) - before:
         if name == "openrlhf.models" or name.startswith("openrlhf.models."):
@@ -69,9 +70,30 @@ def _rollout(seed, b=5, t=7, empty_row=False):
     advantages = torch.randn(b, t, generator=g, dtype=torch.float64)
     mask = torch.rand(b, t, generator=g) > 0.3
     mask[:, 0] = True
+    # A few tokens where the dual clip bites: ratio e^1.5 ~ 4.5 (> 3) and a negative advantage.
+    # Without them a loss that ignored `dual_clip` would match the oracle just the same.
+    for row, col in ((0, 1), (1, 3), (2, 5)):
+        old[row, col] = log_probs.detach()[row, col] - 1.5
+        advantages[row, col] = -advantages[row, col].abs() - 0.5
+        mask[row, col] = True
     if empty_row:
         mask[-1] = False
     return log_probs, old, rollout, advantages, mask
+
+
+def test_the_oracle_inputs_exercise_the_dual_clip(openrlhf):
+    """A policy loss that ignored `dual_clip` must fail the comparison above: on these inputs
+    it gives another loss than OpenRLHF's with the dual clip on."""
+    log_probs, old, _, adv, mask = _rollout(0)
+    ratio = torch.exp(log_probs.detach() - old)
+    assert ((ratio > 3.0) & (adv < 0) & mask).sum() >= 3
+    theirs, _, _, _, _ = openrlhf.loss.PolicyLoss(clip_eps_low=0.2, clip_eps_high=0.2, dual_clip=3.0)(
+        log_probs, old, adv, action_mask=mask.double()
+    )
+    ignoring = policy_loss(log_probs, old, adv, mask, loss_agg_mode="token-mean", clip_low=0.2, clip_high=0.2, dual_clip=None)
+    honouring = policy_loss(log_probs, old, adv, mask, loss_agg_mode="token-mean", clip_low=0.2, clip_high=0.2, dual_clip=3.0)
+    assert honouring.loss.item() == pytest.approx(theirs.item(), abs=TOL, rel=TOL)
+    assert abs(ignoring.loss.item() - theirs.item()) > 100 * TOL
 
 
 PPO_CASES = list(
@@ -91,7 +113,9 @@ def test_ppo_loss_and_gradient_match_openrlhf(openrlhf, clip, dual_clip, agg, gl
     log_probs, old, rollout, adv, mask = _rollout(seed, empty_row=agg != "token-mean")
     band = (0.5, 2.0)
     theirs_fn = openrlhf.loss.PolicyLoss(
-        clip_eps_low=clip[0], clip_eps_high=clip[1], dual_clip=dual_clip,
+        clip_eps_low=clip[0],
+        clip_eps_high=clip[1],
+        dual_clip=dual_clip,
         token_level_loss=agg == "token-mean",
         is_correction_level="off" if is_mode == "off" else "token",
         is_correction_mode="clip" if is_mode == "off" else is_mode,
@@ -101,15 +125,28 @@ def test_ppo_loss_and_gradient_match_openrlhf(openrlhf, clip, dual_clip, agg, gl
     if global_counts:  # the global step is pretended to be 3x this micro-batch
         counts = {"batch_num_tokens": 3.0 * mask.sum().item(), "global_batch_size": 3.0 * (mask.sum(-1) > 0).sum().item()}
     theirs, clip_ratio, _, _, _ = theirs_fn(
-        log_probs, old, adv, action_mask=mask.double(),
-        rollout_log_probs=None if is_mode == "off" else rollout, **counts,
+        log_probs,
+        old,
+        adv,
+        action_mask=mask.double(),
+        rollout_log_probs=None if is_mode == "off" else rollout,
+        **counts,
     )
     ours = policy_loss(
-        log_probs, old, adv, mask, loss_agg_mode=agg,
-        clip_low=clip[0], clip_high=clip[1], dual_clip=dual_clip,
+        log_probs,
+        old,
+        adv,
+        mask,
+        loss_agg_mode=agg,
+        clip_low=clip[0],
+        clip_high=clip[1],
+        dual_clip=dual_clip,
         rollout_log_probs=None if is_mode == "off" else rollout,
-        tis_mode="truncate" if is_mode == "clip" else "mask", tis_low=band[0], tis_high=band[1],
-        num_tokens=counts.get("batch_num_tokens"), num_seqs=counts.get("global_batch_size"),
+        tis_mode="truncate" if is_mode == "clip" else "mask",
+        tis_low=band[0],
+        tis_high=band[1],
+        num_tokens=counts.get("batch_num_tokens"),
+        num_seqs=counts.get("global_batch_size"),
     )
     assert ours.loss.item() == pytest.approx(theirs.item(), abs=TOL, rel=TOL)
     g_ours = torch.autograd.grad(ours.loss, log_probs)[0]
@@ -118,8 +155,10 @@ def test_ppo_loss_and_gradient_match_openrlhf(openrlhf, clip, dual_clip, agg, gl
     assert ours.metrics["clip_frac"].item() == pytest.approx(clip_ratio.item(), abs=TOL)
 
 
-@pytest.mark.parametrize("beta,label_smoothing,ipo", [(0.1, 0.0, False), (0.5, 0.0, False), (0.1, 0.2, False),
-                                                      (0.5, 0.1, False), (0.1, 0.0, True), (0.5, 0.0, True)])
+@pytest.mark.parametrize(
+    "beta,label_smoothing,ipo",
+    [(0.1, 0.0, False), (0.5, 0.0, False), (0.1, 0.2, False), (0.5, 0.1, False), (0.1, 0.0, True), (0.5, 0.0, True)],
+)
 def test_dpo_loss_gradient_and_rewards_match_openrlhf(openrlhf, beta, label_smoothing, ipo):
     g = torch.Generator().manual_seed(int(beta * 100) + int(label_smoothing * 10) + ipo)
     pc, pr = [(-20 * torch.rand(6, generator=g, dtype=torch.float64)).requires_grad_(True) for _ in range(2)]
@@ -162,8 +201,13 @@ def test_sft_loss_aggregation_matches_openrlhf(openrlhf, token_level, global_cou
     mask[:, 0] = True
     kwargs = {"batch_num_tokens": 40.0, "global_batch_size": 10.0} if global_counts else {}
     theirs = openrlhf.loss.SFTLoss(token_level_loss=token_level)(log_p, mask.double(), **kwargs)
-    ours = aggregate_token_loss(-log_p, mask, "token-mean" if token_level else "seq-mean-token-mean",
-                                num_tokens=kwargs.get("batch_num_tokens"), num_seqs=kwargs.get("global_batch_size"))
+    ours = aggregate_token_loss(
+        -log_p,
+        mask,
+        "token-mean" if token_level else "seq-mean-token-mean",
+        num_tokens=kwargs.get("batch_num_tokens"),
+        num_seqs=kwargs.get("global_batch_size"),
+    )
     assert ours.item() == pytest.approx(theirs.item(), abs=TOL)
 
 

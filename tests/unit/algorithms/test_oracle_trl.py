@@ -25,6 +25,7 @@ from collections import defaultdict
 
 import pytest
 import torch
+from environment import skip_missing
 
 from qwen25_rl.algorithms import (
     dpo_loss,
@@ -38,9 +39,12 @@ TOL = 1e-6
 
 @pytest.fixture(scope="module")
 def trl():
-    grpo = pytest.importorskip("trl.trainer.grpo_trainer", reason="trl is not installed (test extra)")
-    dpo = pytest.importorskip("trl.trainer.dpo_trainer")
-    utils = pytest.importorskip("trl.trainer.utils")
+    try:
+        import trl.trainer.dpo_trainer as dpo
+        import trl.trainer.grpo_trainer as grpo
+        import trl.trainer.utils as utils
+    except ImportError as err:
+        skip_missing(f"trl (the test extra): {err}")
     return types.SimpleNamespace(GRPOTrainer=grpo.GRPOTrainer, DPOTrainer=dpo.DPOTrainer, utils=utils)
 
 
@@ -101,6 +105,48 @@ GRPO_CASES = list(
 )
 
 
+def _trl_inputs(mask, advantages, old, num_items: float) -> dict:
+    """The batch `GRPOTrainer._compute_loss` reads; the ids are placeholders (the stub from
+    `_trl_grpo_self` returns the log-probs)."""
+    b, t = mask.shape
+    return {
+        "prompt_ids": torch.zeros(b, 2, dtype=torch.long),
+        "prompt_mask": torch.ones(b, 2, dtype=torch.long),
+        "completion_ids": torch.zeros(b, t, dtype=torch.long),
+        "completion_mask": mask.long(),
+        "advantages": advantages,
+        "old_per_token_logps": old,
+        "num_items_in_batch": torch.tensor(num_items, dtype=torch.float64),
+    }
+
+
+def plant_dual_clip_tokens(log_probs, old, advantages, mask) -> None:
+    """Rows 0 and 1 get a negative advantage and two tokens each with ratio e^1.5 ~ 4.5 (> the
+    dual clip of 3): without them a loss that ignored `dual_clip` would match TRL's `delta`."""
+    for row in (0, 1):
+        advantages[row] = -advantages[row].abs() - 0.5
+        for col in (1, 2):
+            old[row, col] = log_probs.detach()[row, col] - 1.5
+            mask[row, col] = True
+
+
+def test_the_oracle_inputs_exercise_the_dual_clip(trl):
+    """A policy loss that ignored `dual_clip` must fail the comparison below: it differs from
+    TRL's loss with `delta` on these inputs."""
+    g = torch.Generator().manual_seed(0)
+    b, t = 6, 7
+    log_probs = (-3 * torch.rand(b, t, generator=g, dtype=torch.float64)).requires_grad_(True)
+    old = log_probs.detach() + 0.35 * torch.randn(b, t, generator=g, dtype=torch.float64)
+    advantages = torch.randn(b, generator=g, dtype=torch.float64)
+    mask = torch.rand(b, t, generator=g) > 0.3
+    plant_dual_clip_tokens(log_probs, old, advantages, mask)
+    inputs = _trl_inputs(mask, advantages, old, num_items=float(mask.sum()))
+    theirs = trl.GRPOTrainer._compute_loss(_trl_grpo_self("bnpo", 0.2, 0.2, 3.0, 0.0, "off", log_probs, 10), None, inputs)
+    kw = {"loss_agg_mode": "token-mean", "clip_low": 0.2, "clip_high": 0.2}
+    assert policy_loss(log_probs, old, advantages, mask, dual_clip=3.0, **kw).loss.item() == pytest.approx(theirs.item(), abs=TOL, rel=TOL)
+    assert abs(policy_loss(log_probs, old, advantages, mask, dual_clip=None, **kw).loss.item() - theirs.item()) > 100 * TOL
+
+
 @pytest.mark.parametrize("loss_type,eps,delta,beta,is_mode", GRPO_CASES)
 def test_grpo_loss_and_gradient_match_trl(trl, loss_type, eps, delta, beta, is_mode):
     seed = GRPO_CASES.index((loss_type, eps, delta, beta, is_mode))
@@ -113,18 +159,10 @@ def test_grpo_loss_and_gradient_match_trl(trl, loss_type, eps, delta, beta, is_m
     advantages = torch.randn(b, generator=g, dtype=torch.float64)
     mask = torch.rand(b, t, generator=g) > 0.3
     mask[:, 0] = True
+    plant_dual_clip_tokens(log_probs, old, advantages, mask)
     num_items = 3.0 * mask.sum().item()  # the generation batch is pretended to be 3x this one
 
-    inputs = {
-        "prompt_ids": torch.zeros(b, 2, dtype=torch.long),
-        "prompt_mask": torch.ones(b, 2, dtype=torch.long),
-        "completion_ids": torch.zeros(b, t, dtype=torch.long),
-        "completion_mask": mask.long(),
-        "advantages": advantages,
-        "old_per_token_logps": old,
-        "ref_per_token_logps": ref,
-        "num_items_in_batch": torch.tensor(num_items, dtype=torch.float64),
-    }
+    inputs = _trl_inputs(mask, advantages, old, num_items=num_items) | {"ref_per_token_logps": ref}
     band = (0.5, 2.0)
     if is_mode != "off":  # TRL's generation-time formula, see the module doc
         ratio = torch.exp((old - sampling) * mask)
@@ -137,15 +175,24 @@ def test_grpo_loss_and_gradient_match_trl(trl, loss_type, eps, delta, beta, is_m
     theirs = trl.GRPOTrainer._compute_loss(fake, None, inputs)
 
     ours = policy_loss(
-        log_probs, old, advantages, mask,
+        log_probs,
+        old,
+        advantages,
+        mask,
         loss_agg_mode=AGGREGATIONS[loss_type],
         num_tokens=num_items if loss_type == "dapo" else None,
         max_response_length=max_len,
-        clip_low=eps[0], clip_high=eps[1], dual_clip=delta,
-        ref_log_probs=ref, kl_coef=beta, kl_estimator="k3", kl_clamp=None,
+        clip_low=eps[0],
+        clip_high=eps[1],
+        dual_clip=delta,
+        ref_log_probs=ref,
+        kl_coef=beta,
+        kl_estimator="k3",
+        kl_clamp=None,
         rollout_log_probs=None if is_mode == "off" else sampling,
         tis_mode="truncate" if is_mode == "token_truncate" else "mask",
-        tis_low=0.0 if is_mode == "token_truncate" else band[0], tis_high=band[1],
+        tis_low=0.0 if is_mode == "token_truncate" else band[0],
+        tis_high=band[1],
     )
     assert ours.loss.item() == pytest.approx(theirs.item(), abs=TOL, rel=TOL)
     g_ours = torch.autograd.grad(ours.loss, log_probs)[0]
@@ -203,7 +250,7 @@ def test_dpo_losses_match_trl(trl, loss_types, weights, options, beta):
     completion_mask[:, 0] = 0  # position 0 is a prompt token (see module doc)
     completion_mask[:, 1] = 1
     shift_mask = completion_mask[:, 1:]
-    per_token = (-2 * torch.rand(2 * pairs, length - 1, generator=g, dtype=torch.float64) * shift_mask)
+    per_token = -2 * torch.rand(2 * pairs, length - 1, generator=g, dtype=torch.float64) * shift_mask
     per_token.requires_grad_(True)
     ref_sums = -10 * torch.rand(2 * pairs, generator=g, dtype=torch.float64)
     inputs = {
@@ -218,16 +265,23 @@ def test_dpo_losses_match_trl(trl, loss_types, weights, options, beta):
 
     sums = (per_token * shift_mask).sum(-1)
     lengths = shift_mask.sum(-1)
-    ours = dpo_loss(sums[:pairs], sums[pairs:], ref_sums[:pairs], ref_sums[pairs:], beta=beta,
-                    chosen_lengths=lengths[:pairs], rejected_lengths=lengths[pairs:], **options)
+    ours = dpo_loss(
+        sums[:pairs],
+        sums[pairs:],
+        ref_sums[:pairs],
+        ref_sums[pairs:],
+        beta=beta,
+        chosen_lengths=lengths[:pairs],
+        rejected_lengths=lengths[pairs:],
+        **options,
+    )
     assert ours.loss.item() == pytest.approx(theirs.item(), abs=TOL, rel=TOL)
     # TRL sums all positions (its model returns 0 log-prob off the completion, so the value is the
     # same); the gradient is compared where it means something, on completion tokens
     g_ours = torch.autograd.grad(ours.loss, per_token)[0] * shift_mask
     g_theirs = torch.autograd.grad(theirs, per_token)[0] * shift_mask
     assert torch.allclose(g_ours, g_theirs, atol=TOL, rtol=TOL)
-    for name in ("rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
-                 "logps/chosen", "logps/rejected"):
+    for name in ("rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin", "logps/chosen", "logps/rejected"):
         key = {"rewards/accuracy": "rewards/accuracies", "rewards/margin": "rewards/margins"}.get(name, name)
         assert ours.metrics[name].item() == pytest.approx(fake._metrics["train"][key][-1], abs=TOL)
 

@@ -78,8 +78,7 @@ def test_masked_importance_weights_drop_tokens_outside_the_band():
 def test_importance_weights_multiply_the_policy_term_only():
     log_probs, old = _lp([1.0, 1.0])
     rollout = torch.log(torch.tensor([[0.5, 1.0]], dtype=torch.float64))  # IS ratios 2 and 1
-    out = policy_loss(log_probs, old, torch.ones(1, 2, dtype=torch.float64), torch.ones(1, 2),
-                      rollout_log_probs=rollout, tis_high=5.0)
+    out = policy_loss(log_probs, old, torch.ones(1, 2, dtype=torch.float64), torch.ones(1, 2), rollout_log_probs=rollout, tis_high=5.0)
     # token losses -1 * [2, 1], token-mean
     assert out.loss.item() == pytest.approx(-1.5)
     assert out.metrics["tis_weight_mean"].item() == pytest.approx(1.5)
@@ -88,8 +87,9 @@ def test_importance_weights_multiply_the_policy_term_only():
 def test_kl_term_adds_coef_times_aggregated_kl():
     log_probs, old = _lp([1.0, 1.0])
     ref = torch.log(torch.tensor([[0.5, 1.0]], dtype=torch.float64))
-    out = policy_loss(log_probs, old, torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2),
-                      ref_log_probs=ref, kl_coef=0.1, kl_estimator="k1")
+    out = policy_loss(
+        log_probs, old, torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2), ref_log_probs=ref, kl_coef=0.1, kl_estimator="k1"
+    )
     # policy term 0; k1 = [ln 2, 0], token-mean ln2 / 2
     assert out.loss.item() == pytest.approx(0.1 * math.log(2) / 2)
     assert out.metrics["kl"].item() == pytest.approx(math.log(2) / 2)
@@ -98,8 +98,7 @@ def test_kl_term_adds_coef_times_aggregated_kl():
 def test_entropy_bonus_is_subtracted():
     log_probs, old = _lp([1.0, 1.0])
     entropy = torch.tensor([[1.0, 3.0]], dtype=torch.float64)
-    out = policy_loss(log_probs, old, torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2),
-                      entropy=entropy, entropy_coef=0.01)
+    out = policy_loss(log_probs, old, torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2), entropy=entropy, entropy_coef=0.01)
     assert out.loss.item() == pytest.approx(-0.01 * 2.0)
     assert out.metrics["entropy"].item() == pytest.approx(2.0)
 
@@ -143,8 +142,11 @@ def test_unknown_policy_loss_is_rejected_with_the_known_names():
 
 @settings(max_examples=50, deadline=None)
 @given(
-    b=st.integers(1, 5), t=st.integers(1, 6), seed=st.integers(0, 2**16),
-    mode=st.sampled_from(LOSS_AGG_MODES), empty_row=st.booleans(),
+    b=st.integers(1, 5),
+    t=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+    mode=st.sampled_from(LOSS_AGG_MODES),
+    empty_row=st.booleans(),
 )
 def test_property_loss_and_gradient_are_finite_for_any_mask(b, t, seed, mode, empty_row):
     g = torch.Generator().manual_seed(seed)
@@ -153,8 +155,17 @@ def test_property_loss_and_gradient_are_finite_for_any_mask(b, t, seed, mode, em
     mask = torch.rand(b, t, generator=g) > 0.4
     if empty_row:
         mask[0] = False
-    out = policy_loss(log_probs, old, torch.randn(b, generator=g), mask, loss_agg_mode=mode, dual_clip=3.0,
-                      rollout_log_probs=old + 0.1 * torch.randn(b, t, generator=g), ref_log_probs=old, kl_coef=0.05)
+    out = policy_loss(
+        log_probs,
+        old,
+        torch.randn(b, generator=g),
+        mask,
+        loss_agg_mode=mode,
+        dual_clip=3.0,
+        rollout_log_probs=old + 0.1 * torch.randn(b, t, generator=g),
+        ref_log_probs=old,
+        kl_coef=0.05,
+    )
     out.loss.backward()
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
     assert torch.isfinite(log_probs.grad).all()

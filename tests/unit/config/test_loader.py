@@ -33,7 +33,10 @@ def test_defaults_come_from_schema_when_file_omits_a_section(tmp_path):
 
 
 def test_override_sets_nested_value_parsed_as_yaml(tmp_path):
-    cfg = load_config(write(tmp_path, "optimizer: {lr: 1.0e-5}\n"), ["optimizer.lr=3e-4", "logging.tensorboard=false", "data.train_files=[a.jsonl, b.jsonl]"])
+    cfg = load_config(
+        write(tmp_path, "optimizer: {lr: 1.0e-5}\n"),
+        ["optimizer.lr=3e-4", "logging.tensorboard=false", "data.train_files=[a.jsonl, b.jsonl]"],
+    )
     assert cfg.optimizer.lr == pytest.approx(3e-4)
     assert cfg.logging.tensorboard is False
     assert cfg.data.train_files == ["a.jsonl", "b.jsonl"]

@@ -48,7 +48,10 @@ def test_parquet_rows(tmp_path, tiny_tokenizer):
         ({"question": "x"}, "row has neither 'prompt' (text) nor 'messages' (chat); keys: ['question']"),
         ({"messages": [{"role": "narrator", "content": "x"}]}, "messages[0] has unknown role 'narrator'"),
         ({"messages": [{"role": "user"}]}, "messages[0] must have 'role' and 'content'"),
-        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "the last message must be the user's turn"),
+        (
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+            "the last message must be the user's turn",
+        ),
         ("[1, 2]", "expected a JSON object, got list"),
         ("{not json", "not valid JSON"),
     ],

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from qwen25_rl.pretrain.corpus import validate_messages
 from qwen25_rl.data.synthetic import FILES, SyntheticSpec, write_synthetic_dataset
+from qwen25_rl.pretrain.corpus import validate_messages
 
 SMALL = SyntheticSpec(arithmetic_train=120, arithmetic_heldout=30, code_train=40, code_heldout=10, multi_turn_fraction=0.3)
 
@@ -27,7 +27,10 @@ def test_no_heldout_problem_appears_in_any_training_file(tmp_path):
     write_synthetic_dataset(tmp_path, SMALL)
     held_q = [r["question"] for r in _rows(tmp_path / "arithmetic_heldout.jsonl")]
     held_code = [r["text"] for r in _rows(tmp_path / "code_heldout.jsonl")]
-    training_text = "".join((tmp_path / f).read_text() for f in ("pretrain_arithmetic.jsonl", "pretrain_code.jsonl", "sft_train.jsonl", "arithmetic_train.jsonl", "code_train.jsonl"))
+    training_text = "".join(
+        (tmp_path / f).read_text()
+        for f in ("pretrain_arithmetic.jsonl", "pretrain_code.jsonl", "sft_train.jsonl", "arithmetic_train.jsonl", "code_train.jsonl")
+    )
     for q in held_q + held_code:
         assert json.dumps(q)[1:-1] not in training_text
     heldout_text = (tmp_path / "pretrain_heldout.jsonl").read_text()

@@ -66,13 +66,19 @@ def test_chat_row_without_messages_is_an_error(tmp_path):
     "messages,match",
     [
         ([{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"}], "message 1 has unknown role 'bot'"),
-        ([{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}, {"role": "assistant", "content": "y"}], "system message may only come first"),
+        (
+            [{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}, {"role": "assistant", "content": "y"}],
+            "system message may only come first",
+        ),
         ([{"role": "user", "content": "hi"}], "no assistant message"),
         ([{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}], "content must be a string"),
         ([], "non-empty list"),
     ],
 )
 def test_bad_conversations_are_errors_naming_the_row(tmp_path, messages, match):
-    p = _jsonl(tmp_path / "s.jsonl", [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, {"messages": messages}])
+    p = _jsonl(
+        tmp_path / "s.jsonl",
+        [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, {"messages": messages}],
+    )
     with pytest.raises(CorpusError, match=r"s\.jsonl:2: .*" + match):
         read_conversations(p)

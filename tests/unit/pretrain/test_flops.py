@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from qwen25_rl.pretrain.flops import device_peak_tflops, matmul_params, train_flops_per_token
 from qwen25_rl.models import build_model, qwen2_config
+from qwen25_rl.pretrain.flops import device_peak_tflops, matmul_params, train_flops_per_token
 
 
 def test_matmul_params_count_every_linear_weight_of_the_model():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwen25_rl.pretrain.worker import LossFn, set_rope
 from qwen25_rl.models import build_model
+from qwen25_rl.pretrain.worker import LossFn, set_rope
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qwen25_rl.pretrain.config import PretrainConfig, SFTConfig
 from qwen25_rl.config import ConfigError, load_config
 from qwen25_rl.paths import REPO_ROOT
+from qwen25_rl.pretrain.config import PretrainConfig, SFTConfig
 
 
 @pytest.mark.parametrize("path", ["configs/tiny/pretrain.yaml", "configs/qwen2.5-0.5b/pretrain.yaml"])
@@ -28,8 +28,13 @@ def test_real_configs_use_the_reports_sft_length():
 
 
 def _pretrain(**over):
-    base = {"stage": "pretrain", "model": {"preset": "tiny"}, "tokenizer_training": {"enabled": True},
-            "data": {"sources": [{"name": "a", "files": ["x.jsonl"]}]}, "phases": [{"name": "p", "steps": 1, "seq_len": 8}]}  # fmt: skip
+    base = {
+        "stage": "pretrain",
+        "model": {"preset": "tiny"},
+        "tokenizer_training": {"enabled": True},
+        "data": {"sources": [{"name": "a", "files": ["x.jsonl"]}]},
+        "phases": [{"name": "p", "steps": 1, "seq_len": 8}],
+    }
     for k, v in over.items():
         base[k] = v
     return base

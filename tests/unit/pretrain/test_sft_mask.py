@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qwen25_rl.models.tokenizer import DEFAULT_SYSTEM_PROMPT, build_tokenizer
 from qwen25_rl.pretrain.packing import IGNORE
 from qwen25_rl.pretrain.sft_data import ChatTemplateError, assistant_token_mask, build_samples
-from qwen25_rl.models.tokenizer import DEFAULT_SYSTEM_PROMPT, build_tokenizer
 
 CONVERSATION = [
     {"role": "user", "content": "Anna has 12 apples. She gets 7 more. How many now?"},
@@ -59,7 +59,7 @@ def test_assistant_mask_matches_the_hand_built_one_token_by_token(tokenizer):
 
 def test_labels_train_only_assistant_tokens(tokenizer):
     ids, mask = assistant_token_mask(tokenizer, CONVERSATION)
-    (sample_ids, labels), = build_samples([(ids, mask)], 10_000, "drop")[0]
+    ((sample_ids, labels),) = build_samples([(ids, mask)], 10_000, "drop")[0]
     trained = labels != IGNORE
     # labels[i] is the target for position i: the next token, when that token is assistant text.
     np.testing.assert_array_equal(np.flatnonzero(trained) + 1, np.flatnonzero(mask))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from environment import needs_root
 
 from qwen25_rl.reward.code import check_asserts, check_humaneval, check_io, grade_asserts, grade_io, score_code
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root to run executions under their own uids")
+pytestmark = needs_root
 
 PROBLEM = {
     "task_id": "Toy/0",

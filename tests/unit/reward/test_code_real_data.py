@@ -4,25 +4,57 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tokenize
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from environment import needs_root
 
 from qwen25_rl.reward.code import grade_asserts, grade_humaneval
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")]
+pytestmark = [pytest.mark.slow, needs_root]
 
 # One-token bugs: an operator, keyword, literal or called name replaced by another.
 SWAPS = {
-    "<": ">=", ">": "<=", "<=": ">", ">=": "<", "==": "!=", "!=": "==", "+": "-", "-": "+", "*": "+", "//": "*",
-    "/": "*", "%": "//", "+=": "-=", "-=": "+=", "*=": "+=", "and": "or", "or": "and", "True": "False",
-    "False": "True", "in": "not in", "not": "", "is": "is not", "min": "max", "max": "min", "any": "all",
-    "all": "any", "sorted": "list", "reversed": "iter", "lower": "upper", "upper": "lower", "swapcase": "lower",
-    "len": "bool", "sum": "len", "abs": "int", "append": "remove", "break": "pass", "continue": "pass",
+    "<": ">=",
+    ">": "<=",
+    "<=": ">",
+    ">=": "<",
+    "==": "!=",
+    "!=": "==",
+    "+": "-",
+    "-": "+",
+    "*": "+",
+    "//": "*",
+    "/": "*",
+    "%": "//",
+    "+=": "-=",
+    "-=": "+=",
+    "*=": "+=",
+    "and": "or",
+    "or": "and",
+    "True": "False",
+    "False": "True",
+    "in": "not in",
+    "not": "",
+    "is": "is not",
+    "min": "max",
+    "max": "min",
+    "any": "all",
+    "all": "any",
+    "sorted": "list",
+    "reversed": "iter",
+    "lower": "upper",
+    "upper": "lower",
+    "swapcase": "lower",
+    "len": "bool",
+    "sum": "len",
+    "abs": "int",
+    "append": "remove",
+    "break": "pass",
+    "continue": "pass",
 }
 
 
@@ -118,7 +150,9 @@ def test_humaneval_solutions_with_a_one_token_bug_fail(sb, humaneval):
 def test_mbpp_reference_solutions_pass(sb, mbpp):
     # Task 123 (amicable numbers up to 9999) is slow, not wrong (see SOURCES.md).
     def grade(row):
-        return grade_asserts(row["code"], row["test_list"], setup_code=row["test_setup_code"], sandbox=sb, timeout_s=60 if row["task_id"] == 123 else 10)
+        return grade_asserts(
+            row["code"], row["test_list"], setup_code=row["test_setup_code"], sandbox=sb, timeout_s=60 if row["task_id"] == 123 else 10
+        )
 
     with ThreadPoolExecutor(sb.slots) as ex:
         scores = list(ex.map(grade, mbpp))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from bounds import SLACK_S
 
 from qwen25_rl.reward.math import extract_answer
 from qwen25_rl.reward.math_extract import find_answer, gold_answer_text, matching_braces
@@ -111,4 +112,4 @@ def test_matching_braces_skips_escaped_braces():
 def test_extraction_is_fast_on_adversarial_text(text):
     started = time.perf_counter()
     find_answer(text, fallback_last_number=True)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 2.0 + SLACK_S  # a quadratic scan would take hours

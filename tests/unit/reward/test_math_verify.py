@@ -83,9 +83,21 @@ TRICKY_PAIRS: list[tuple[str, str, str, bool, str]] = [
     ("pi_sqrt", B.format("\\sqrt{3}"), "-\\sqrt{3}", False, "sign of a radical"),
     ("pi_sqrt", B.format("11\\sqrt{2}"), "11\\sqrt2", True, "brace-less \\sqrt argument"),
     # -- intervals vs inequalities -----------------------------------------------------------
-    ("interval", B.format("1 < x \\le 3"), "(1, 3]", True, "inequality equals interval; math-verify alone compares a relation with a set only when the prediction is the set"),
+    (
+        "interval",
+        B.format("1 < x \\le 3"),
+        "(1, 3]",
+        True,
+        "inequality equals interval; math-verify alone compares a relation with a set only when the prediction is the set",
+    ),
     ("interval", B.format("x \\ge 2"), "[2, \\infty)", True, "one-sided inequality vs ray (same math-verify limitation)"),
-    ("interval", B.format("x<0 \\text{ or } x>1"), "(-\\infty, 0) \\cup (1, \\infty)", True, "'or' of inequalities vs union; math-verify alone compares a set of relations with the union and fails"),
+    (
+        "interval",
+        B.format("x<0 \\text{ or } x>1"),
+        "(-\\infty, 0) \\cup (1, \\infty)",
+        True,
+        "'or' of inequalities vs union; math-verify alone compares a set of relations with the union and fails",
+    ),
     ("interval", B.format("[1,3]"), "(1,3)", False, "closed vs open endpoints"),
     ("interval", B.format("(9,36) \\cup (0,9)"), "(0,9) \\cup (9,36)", True, "union order"),
     ("interval", B.format("(-\\infty, 2]"), "(-\\infty, 2)", False, "included endpoint"),
@@ -96,10 +108,34 @@ TRICKY_PAIRS: list[tuple[str, str, str, bool, str]] = [
     ("sets_tuples", B.format("(6,31,-1)"), "(6, 31, -1)", True, "triple with spaces"),
     ("sets_tuples", B.format("(6,-1,31)"), "(6, 31, -1)", False, "triple in the wrong order"),
     # -- matrices ----------------------------------------------------------------------------
-    ("matrix", B.format("\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}"), "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", True, "bmatrix vs pmatrix"),
-    ("matrix", B.format("\\begin{pmatrix} 1 & 3 \\\\ 2 & 4 \\end{pmatrix}"), "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", False, "transposed matrix"),
-    ("matrix", B.format("\\begin{pmatrix} 0.2 \\\\ -3.6 \\end{pmatrix}"), "\\begin{pmatrix} 1/5 \\\\ -18/5 \\end{pmatrix}", True, "vector entries as decimals"),
-    ("matrix", B.format("\\begin{pmatrix} -7 \\\\ 16 \\end{pmatrix}"), "\\begin{pmatrix} -7 \\\\ 16 \\\\ 5 \\end{pmatrix}", False, "missing component"),
+    (
+        "matrix",
+        B.format("\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}"),
+        "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+        True,
+        "bmatrix vs pmatrix",
+    ),
+    (
+        "matrix",
+        B.format("\\begin{pmatrix} 1 & 3 \\\\ 2 & 4 \\end{pmatrix}"),
+        "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+        False,
+        "transposed matrix",
+    ),
+    (
+        "matrix",
+        B.format("\\begin{pmatrix} 0.2 \\\\ -3.6 \\end{pmatrix}"),
+        "\\begin{pmatrix} 1/5 \\\\ -18/5 \\end{pmatrix}",
+        True,
+        "vector entries as decimals",
+    ),
+    (
+        "matrix",
+        B.format("\\begin{pmatrix} -7 \\\\ 16 \\end{pmatrix}"),
+        "\\begin{pmatrix} -7 \\\\ 16 \\\\ 5 \\end{pmatrix}",
+        False,
+        "missing component",
+    ),
     # -- equations ---------------------------------------------------------------------------
     ("equation", B.format("x = 5"), "5", True, "assignment answers a bare value"),
     ("equation", B.format("5"), "x=5", True, "bare value answers an assignment"),
@@ -140,7 +176,13 @@ TRICKY_PAIRS: list[tuple[str, str, str, bool, str]] = [
     ("extraction", "So the result is \\fbox{42}.", "42", True, "\\fbox; math-verify alone does not look inside it"),
     ("extraction", "Janet sells 9 eggs.\n#### 18", "18", True, "GSM8K #### line"),
     ("extraction", "We get 12 apples and 7 pears, so the answer is 19.", "19", True, "'the answer is'"),
-    ("extraction", "We get 12 apples and 7 pears, so 19 in total.", "19", False, "no anchor: the last number is opt-in only (math-verify alone takes it)"),
+    (
+        "extraction",
+        "We get 12 apples and 7 pears, so 19 in total.",
+        "19",
+        False,
+        "no anchor: the last number is opt-in only (math-verify alone takes it)",
+    ),
     ("extraction", "\\boxed{\\boxed{8}}", "8", True, "a box inside a box"),
 ]
 
@@ -148,10 +190,23 @@ TRICKY_PAIRS: list[tuple[str, str, str, bool, str]] = [
 def test_tricky_pair_set_is_large_enough_and_covers_every_category():
     counts = Counter(c for c, *_ in TRICKY_PAIRS)
     required = {
-        "fraction", "dfrac", "mixed", "thousands", "scientific", "percent", "degrees", "units",
-        "pi_sqrt", "interval", "sets_tuples", "matrix", "equation", "multiple", "unicode_minus",
+        "fraction",
+        "dfrac",
+        "mixed",
+        "thousands",
+        "scientific",
+        "percent",
+        "degrees",
+        "units",
+        "pi_sqrt",
+        "interval",
+        "sets_tuples",
+        "matrix",
+        "equation",
+        "multiple",
+        "unicode_minus",
         "leading_zeros",
-    }  # fmt: skip
+    }
     assert len(TRICKY_PAIRS) >= 60
     assert required <= set(counts), required - set(counts)
     # every category has a positive and a negative example

@@ -30,13 +30,28 @@ def test_reward_score_wrong_answer_is_reward_zero_with_exit_zero(capsys):
 
 
 def test_reward_score_with_params(capsys):
-    rc, out, _ = run_cli(capsys, "reward", "score", "--reward", "length", "--response", "x", "--response-length", "90",
-                         "--param", "max_length=100", "--param", "buffer=20")
+    rc, out, _ = run_cli(
+        capsys,
+        "reward",
+        "score",
+        "--reward",
+        "length",
+        "--response",
+        "x",
+        "--response-length",
+        "90",
+        "--param",
+        "max_length=100",
+        "--param",
+        "buffer=20",
+    )
     assert rc == 0 and json.loads(out)["reward"] == pytest.approx(-0.5)
 
 
 def test_reward_score_custom_function_by_path(capsys, tmp_path):
-    (tmp_path / "mine.py").write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n    return len(solution_str) / 10\n")
+    (tmp_path / "mine.py").write_text(
+        "def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n    return len(solution_str) / 10\n"
+    )
     rc, out, _ = run_cli(capsys, "reward", "score", "--reward", f"{tmp_path}/mine.py:compute_score", "--response", "abcde")
     assert rc == 0 and json.loads(out)["reward"] == 0.5
 
@@ -55,8 +70,21 @@ def test_reward_score_unknown_reward_is_a_clear_error(capsys):
 
 def test_reward_score_with_the_example_config_combines_weighted_terms(capsys):
     cfg = str(REPO_ROOT / "configs/tiny/rewards_example.yaml")
-    rc, out, _ = run_cli(capsys, "reward", "score", "--config", cfg, "--data-source", "gsm8k",
-                         "--response", r"So the answer is \boxed{18}.", "--answer", "18", "--response-length", "12")
+    rc, out, _ = run_cli(
+        capsys,
+        "reward",
+        "score",
+        "--config",
+        cfg,
+        "--data-source",
+        "gsm8k",
+        "--response",
+        r"So the answer is \boxed{18}.",
+        "--answer",
+        "18",
+        "--response-length",
+        "12",
+    )
     result = json.loads(out)
     # math 1.0 x 1 + boxed 1.0 x 0.1 + overlong 0 + concise 1.0 x 0.05; code does not apply to gsm8k
     assert result["breakdown"] == {"math": 1.0, "boxed": 1.0, "overlong": 0.0, "concise": 1.0}
@@ -65,7 +93,9 @@ def test_reward_score_with_the_example_config_combines_weighted_terms(capsys):
 
 def test_reward_score_picks_one_function_of_a_config(capsys):
     cfg = str(REPO_ROOT / "configs/tiny/rewards_example.yaml")
-    rc, out, _ = run_cli(capsys, "reward", "score", "--config", cfg, "--reward", "boxed", "--response", r"\boxed{1}", "--data-source", "math500")
+    rc, out, _ = run_cli(
+        capsys, "reward", "score", "--config", cfg, "--reward", "boxed", "--response", r"\boxed{1}", "--data-source", "math500"
+    )
     assert rc == 0 and json.loads(out)["breakdown"] == {"boxed": 1.0}
     # The function keeps its data_sources: another source gets no reward from it, and says so.
     rc, out, _ = run_cli(capsys, "reward", "score", "--config", cfg, "--reward", "boxed", "--response", r"\boxed{1}")

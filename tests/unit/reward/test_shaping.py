@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
+from bounds import SLACK_S
 
 from qwen25_rl.config import ConfigError
 from qwen25_rl.reward.config import RewardConfig
-from qwen25_rl.reward.registry import RewardSample
 from qwen25_rl.reward.scorer import RewardScorer
 from qwen25_rl.reward.shaping import find_boxed, has_boxed, has_think_format, overlong_penalty
+from qwen25_rl.reward.types import RewardSample
 
 
 def score_one(functions: list[dict], **sample) -> tuple:
@@ -106,7 +107,7 @@ def test_find_boxed_is_linear_on_hostile_input():
     hostile = "\\boxed{" * 100_000 + "}" * 10  # 700 kB of unclosed boxes
     t = time.perf_counter()
     find_boxed(hostile)
-    assert time.perf_counter() - t < 3.0
+    assert time.perf_counter() - t < 3.0 + SLACK_S  # a quadratic scan would take hours
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from environment import skip_missing
 
 
 @pytest.fixture(scope="session")
 def sandbox():
     if os.geteuid() != 0:
-        pytest.skip("the sandbox needs root to run executions under their own uids")
+        skip_missing("root (the sandbox runs executions under their own uids)")
     from qwen25_rl.sandboxes import Limits, Sandbox, SandboxConfig
 
     sb = Sandbox(SandboxConfig(limits=Limits(timeout_s=10)))

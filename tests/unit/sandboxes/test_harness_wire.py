@@ -44,10 +44,31 @@ def roundtrip(value, refs=None):
 @pytest.mark.parametrize(
     "value",
     [
-        None, True, 0, -7, 2**70, -(2**200), 1.5, -0.0, "héllo\u2028\ud800", b"\x00\xff", bytearray(b"ab"),
-        [1, [2, [3]]], (1, (2,)), {"a": 1, 2: [3], (4, 5): {6}}, {1, 2}, frozenset({"x"}), 3 + 4j, range(1, 10, 3),
-        collections.Counter("abca"), collections.OrderedDict(a=1), collections.deque([1, 2]),
-        decimal.Decimal("1.10"), fractions.Fraction(3, 7), int, str,
+        None,
+        True,
+        0,
+        -7,
+        2**70,
+        -(2**200),
+        1.5,
+        -0.0,
+        "héllo\u2028\ud800",
+        b"\x00\xff",
+        bytearray(b"ab"),
+        [1, [2, [3]]],
+        (1, (2,)),
+        {"a": 1, 2: [3], (4, 5): {6}},
+        {1, 2},
+        frozenset({"x"}),
+        3 + 4j,
+        range(1, 10, 3),
+        collections.Counter("abca"),
+        collections.OrderedDict(a=1),
+        collections.deque([1, 2]),
+        decimal.Decimal("1.10"),
+        fractions.Fraction(3, 7),
+        int,
+        str,
     ],
 )
 def test_plain_values_roundtrip_with_their_exact_type(value):
@@ -139,5 +160,7 @@ def test_names_used_as_modules_and_called_names_are_found_without_re():
 
 
 def test_split_asserts_counts_asserts_outside_try_blocks():
-    code, n = harness._split_asserts("def check(c):\n    assert c(1)\n    try:\n        assert c(2)\n    except AssertionError:\n        pass\n    assert c(3)\n")
+    code, n = harness._split_asserts(
+        "def check(c):\n    assert c(1)\n    try:\n        assert c(2)\n    except AssertionError:\n        pass\n    assert c(3)\n"
+    )
     assert n == 2

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from environment import needs_root
+
 from qwen25_rl.sandboxes.slots import UidLeases, pids_of_uid, process_uids
 
 HOLD = """
@@ -70,11 +72,8 @@ print(sum(r.ok for r in rs), flush=True)
 """
 
 
+@needs_root
 def test_two_processes_share_the_uid_range_without_interfering():
-    if os.geteuid() != 0:
-        import pytest
-
-        pytest.skip("needs root")
     procs = [subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     # 12 uids for 2 x 6 concurrent executions: a collision would have made some fail or hang
