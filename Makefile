@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench clean os-packages
+.PHONY: setup demo lint test test-fast bench clean os-packages
 
 setup: $(STAMP) os-packages
 
@@ -40,11 +40,17 @@ os-packages:
 demo: setup
 	$(BIN)/python -m qwen25_rl.demo
 
-test: setup
+# The formatter and linter hold the line before any test runs; the layer contracts
+# (import-linter) are checked by tests/unit/test_layers.py.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q --durations=40 $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests: for a quick local loop.
-test-fast: setup
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:

@@ -93,8 +93,9 @@ def matmul_params(model_dir: str) -> int:
     from qwen25_rl.models.presets import ModelPreset, count_parameters
 
     c = AutoConfig.from_pretrained(model_dir)
-    p = ModelPreset("x", c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads,
-                    c.intermediate_size, c.vocab_size, True)  # fmt: skip
+    p = ModelPreset(
+        "x", c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size, c.vocab_size, True
+    )
     # tied count = non-embedding parameters + one vocab x hidden matrix, which as the output
     # head is a matmul (the embedding lookup is not)
     return count_parameters(p)
@@ -105,10 +106,9 @@ def matmul_params(model_dir: str) -> int:
 
 
 def run_trl(art: dict, setting: str, steps: int) -> dict:
+    import importlib.util
     import shutil
     import tempfile
-
-    import importlib.util
 
     import torch
     from datasets import Dataset
@@ -126,11 +126,28 @@ def run_trl(art: dict, setting: str, steps: int) -> dict:
     out = tempfile.mkdtemp(prefix="trl-bench-")
     batch = s["prompts"] * s["samples"]
     args = GRPOConfig(
-        output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_generations=s["samples"],
-        max_completion_length=s["new_tokens"], beta=s["beta"], learning_rate=s["lr"], max_steps=steps, logging_steps=1,
-        report_to="none", bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, save_strategy="no",
-        temperature=1.0, loss_type="dapo", seed=0, num_iterations=1, log_completions=False, dataloader_num_workers=0,
-    )  # fmt: skip
+        output_dir=out,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,
+        num_generations=s["samples"],
+        max_completion_length=s["new_tokens"],
+        beta=s["beta"],
+        learning_rate=s["lr"],
+        max_steps=steps,
+        logging_steps=1,
+        report_to="none",
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        save_strategy="no",
+        temperature=1.0,
+        loss_type="dapo",
+        seed=0,
+        num_iterations=1,
+        log_completions=False,
+        dataloader_num_workers=0,
+    )
     times: list[float] = []
 
     class StepTimer(TrainerCallback):
@@ -140,15 +157,25 @@ def run_trl(art: dict, setting: str, steps: int) -> dict:
         def on_step_end(self, *a, **k):
             times.append(time.perf_counter() - self.t)
 
-    trainer = GRPOTrainer(model=model, reward_funcs=mod.letter_e_trl, args=args, train_dataset=ds, processing_class=tok, callbacks=[StepTimer()])
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=mod.letter_e_trl, args=args, train_dataset=ds, processing_class=tok, callbacks=[StepTimer()]
+    )
     trainer.train()
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
     shutil.rmtree(out, ignore_errors=True)
     return {"step_s": times, "mean_length": [h["completions/mean_length"] for h in logs], "threads": torch.get_num_threads()}
 
 
-def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "vllm", rollout_workers: int = 1, eager: bool = False,
-             one_step_off_policy: bool = False) -> dict:  # fmt: skip
+def run_ours(
+    art: dict,
+    setting: str,
+    steps: int,
+    strategy: str,
+    engine: str = "vllm",
+    rollout_workers: int = 1,
+    eager: bool = False,
+    one_step_off_policy: bool = False,
+) -> dict:
     import tempfile
 
     from qwen25_rl.config import load_config
@@ -160,31 +187,65 @@ def run_ours(art: dict, setting: str, steps: int, strategy: str, engine: str = "
     out = tempfile.mkdtemp(prefix="ours-bench-")
     reward = "[{type: custom, name: letter_e, params: {path: '" + art["reward"] + ":letter_e', isolation: thread}}]"
     overrides = {
-        "model.path": art["model"], "data.train_files": f"[{art['prompts']}]", "data.eval_files": "[]",
-        "data.prompt_key": "prompt", "reward.functions": reward, "reward.pool.num_workers": 1,
-        "reward.pool.num_cpus_per_worker": 0.25, "rollout.engine": engine, "rollout.num_workers": rollout_workers, "rollout.num_cpus_per_worker": 1 / rollout_workers, "rollout.torch_threads": 2, "rollout.samples_per_prompt": s["samples"],
+        "model.path": art["model"],
+        "data.train_files": f"[{art['prompts']}]",
+        "data.eval_files": "[]",
+        "data.prompt_key": "prompt",
+        "reward.functions": reward,
+        "reward.pool.num_workers": 1,
+        "reward.pool.num_cpus_per_worker": 0.25,
+        "rollout.engine": engine,
+        "rollout.num_workers": rollout_workers,
+        "rollout.num_cpus_per_worker": 1 / rollout_workers,
+        "rollout.torch_threads": 2,
+        "rollout.samples_per_prompt": s["samples"],
         "rollout.enforce_eager": eager,
-        "rollout.max_new_tokens": s["new_tokens"], "rollout.max_model_len": 512,
-        "policy.strategy": strategy, "policy.zero_stage": 2, "policy.micro_batch_size": s["micro"],
-        "policy.num_cpus_per_worker": 1, "policy.torch_threads": 2, "reference.num_cpus_per_worker": 1,
+        "rollout.max_new_tokens": s["new_tokens"],
+        "rollout.max_model_len": 512,
+        "policy.strategy": strategy,
+        "policy.zero_stage": 2,
+        "policy.micro_batch_size": s["micro"],
+        "policy.num_cpus_per_worker": 1,
+        "policy.torch_threads": 2,
+        "reference.num_cpus_per_worker": 1,
         "reference.torch_threads": 2,
-        "reference.micro_batch_size": s["micro"], "algorithm.prompts_per_step": s["prompts"],
-        "algorithm.total_steps": steps, "algorithm.kl_coef": s["beta"], "algorithm.kl_estimator": "k3",
-        "algorithm.loss_agg_mode": "token-mean", "algorithm.clip_high": 0.2, "algorithm.dynamic_sampling.enabled": False,
+        "reference.micro_batch_size": s["micro"],
+        "algorithm.prompts_per_step": s["prompts"],
+        "algorithm.total_steps": steps,
+        "algorithm.kl_coef": s["beta"],
+        "algorithm.kl_estimator": "k3",
+        "algorithm.loss_agg_mode": "token-mean",
+        "algorithm.clip_high": 0.2,
+        "algorithm.dynamic_sampling.enabled": False,
         "algorithm.one_step_off_policy": one_step_off_policy,
-        "optimizer.lr": s["lr"], "eval.every_n_steps": "null", "eval.at_start": False, "checkpoint.every_n_steps": "null",
-        "checkpoint.save_final": False, "logging.output_dir": out, "logging.run_name": "bench", "logging.tensorboard": False,
-        "logging.console": False, "ray.num_cpus": 4, "ray.include_dashboard": False,
-    }  # fmt: skip
+        "optimizer.lr": s["lr"],
+        "eval.every_n_steps": "null",
+        "eval.at_start": False,
+        "checkpoint.every_n_steps": "null",
+        "checkpoint.save_final": False,
+        "logging.output_dir": out,
+        "logging.run_name": "bench",
+        "logging.tensorboard": False,
+        "logging.console": False,
+        "ray.num_cpus": 4,
+        "ray.include_dashboard": False,
+    }
     cfg = load_config(REPO / "configs" / "tiny" / "grpo.yaml", [f"{k}={v}" for k, v in overrides.items()], schema=GRPOConfig)
     run = run_grpo(cfg)
     rows = read_metrics(run / "metrics.jsonl")
-    phases = {k: [r.get(k, 0.0) for r in rows] for k in ("time/generate_s", "time/reward_s", "time/reference_s",
-                                                          "time/old_log_probs_s", "time/train_s", "time/sync_s")}  # fmt: skip
+    phases = {
+        k: [r.get(k, 0.0) for r in rows]
+        for k in ("time/generate_s", "time/reward_s", "time/reference_s", "time/old_log_probs_s", "time/train_s", "time/sync_s")
+    }
     # The sampler-vs-trainer log-prob gap of every step: proof that the rollout engine samples
     # from the weights being trained (a compiled engine that kept stale weights would show here).
     gap = [r.get("logprob_gap/sampler_trainer_abs_max", float("nan")) for r in rows]
-    return {"step_s": [r["time/step_s"] for r in rows], "mean_length": [r["response_length/mean"] for r in rows], "phases": phases, "gap": gap}
+    return {
+        "step_s": [r["time/step_s"] for r in rows],
+        "mean_length": [r["response_length/mean"] for r in rows],
+        "phases": phases,
+        "gap": gap,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,11 +264,17 @@ def worker_main(argv: list[str]) -> None:
 def spawn(system: str, setting: str, steps: int, art: dict, args: argparse.Namespace) -> dict:
     env = os.environ | {"TOKENIZERS_PARALLELISM": "false", "RAY_ADDRESS": ""}
     opts = {"strategy": args.strategy, "engine": args.engine, "rollout_workers": args.rollout_workers, "eager": args.eager}
-    proc = subprocess.run([sys.executable, __file__, "_worker", system, setting, str(steps), json.dumps(art), json.dumps(opts)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=7200)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, __file__, "_worker", system, setting, str(steps), json.dumps(art), json.dumps(opts)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=7200,
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
-            return json.loads(line[len("BENCH_RESULT "):])
+            return json.loads(line[len("BENCH_RESULT ") :])
     raise RuntimeError(f"{system} run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
@@ -221,9 +288,14 @@ def main() -> None:
     ap.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="our rollout engine")
     ap.add_argument("--rollout-workers", type=int, default=1, help="our rollout workers (generation split between them)")
     ap.add_argument("--eager", action="store_true", help="our vLLM engine eager instead of torch.compile'd (rollout.enforce_eager)")
-    ap.add_argument("--systems", nargs="+", choices=["trl", "ours", "ours-off-policy"], default=["trl", "ours"],
-                    help="which systems to run; ours-off-policy: ours with algorithm.one_step_off_policy (generation of step k+1 "
-                         "overlaps the update of step k: a different algorithm from TRL's on-policy step, reported for information)")  # fmt: skip
+    ap.add_argument(
+        "--systems",
+        nargs="+",
+        choices=["trl", "ours", "ours-off-policy"],
+        default=["trl", "ours"],
+        help="which systems to run; ours-off-policy: ours with algorithm.one_step_off_policy (generation of step k+1 "
+        "overlaps the update of step k: a different algorithm from TRL's on-policy step, reported for information)",
+    )
     ap.add_argument("--workdir", default="/tmp/qwen25-bench-grpo")
     args = ap.parse_args()
     s = SETTINGS[args.setting]
@@ -243,34 +315,50 @@ def main() -> None:
 
     tok = AutoTokenizer.from_pretrained(art["model"])
     prompt_len = statistics.mean(
-        len(tok.apply_chat_template([{"role": "user", "content": json.loads(x)["prompt"]}], tokenize=True, return_dict=True, add_generation_prompt=True)["input_ids"])
+        len(
+            tok.apply_chat_template(
+                [{"role": "user", "content": json.loads(x)["prompt"]}], tokenize=True, return_dict=True, add_generation_prompt=True
+            )["input_ids"]
+        )
         for x in Path(art["prompts"]).read_text().splitlines()[:32]
-    )  # fmt: skip
+    )
     rate = (gflops + gflops_end) / 2 * 1e9
     summary = {}
     for system, runs in results.items():
-        steps = [x for res in runs for x in res["step_s"][args.warmup:]]
-        length = statistics.mean(x for res in runs for x in res["mean_length"][args.warmup:]) if runs[0]["mean_length"] else s["new_tokens"]
+        steps = [x for res in runs for x in res["step_s"][args.warmup :]]
+        length = (
+            statistics.mean(x for res in runs for x in res["mean_length"][args.warmup :]) if runs[0]["mean_length"] else s["new_tokens"]
+        )
         seqs = s["prompts"] * s["samples"]
         tokens = seqs * (prompt_len + length)
         flops = 2 * n * tokens + 2 * n * tokens + 6 * n * tokens  # generation, reference, policy fwd+bwd
         med = statistics.median(steps)
         summary[system] = {"median_step_s": med, "steps": len(steps), "mean_length": length, "efficiency": flops / (med * rate)}
         if system.startswith("ours"):
-            summary[system]["phases"] = {k: statistics.median(v for res in runs for v in res["phases"][k][args.warmup:]) for k in runs[0]["phases"]}
+            summary[system]["phases"] = {
+                k: statistics.median(v for res in runs for v in res["phases"][k][args.warmup :]) for k in runs[0]["phases"]
+            }
             summary[system]["gap"] = max(x for res in runs for x in res["gap"])
     print(f"\n## GRPO step time vs TRL, setting ({args.setting}) — {time.strftime('%Y-%m-%d')}\n")
-    print(f"Command: `.venv/bin/python bench/grpo_vs_trl.py --setting {args.setting} --runs {args.runs} --steps {args.steps} --warmup {args.warmup} "
-          f"--strategy {args.strategy} --engine {args.engine} --rollout-workers {args.rollout_workers}{' --eager' if args.eager else ''}"
-          f" --systems {' '.join(args.systems)}`  ")
-    print(f"Model: preset `{s['preset']}` ({n / 1e6:.1f}M matmul parameters), {s['prompts']} prompts x {s['samples']} samples, "
-          f"{s['new_tokens']} new tokens, beta {s['beta']} (reference model), lr {s['lr']}, float32, prompt ~{prompt_len:.0f} tokens.  ")
+    print(
+        f"Command: `.venv/bin/python bench/grpo_vs_trl.py --setting {args.setting} --runs {args.runs} --steps {args.steps} --warmup {args.warmup} "
+        f"--strategy {args.strategy} --engine {args.engine} --rollout-workers {args.rollout_workers}{' --eager' if args.eager else ''}"
+        f" --systems {' '.join(args.systems)}`  "
+    )
+    print(
+        f"Model: preset `{s['preset']}` ({n / 1e6:.1f}M matmul parameters), {s['prompts']} prompts x {s['samples']} samples, "
+        f"{s['new_tokens']} new tokens, beta {s['beta']} (reference model), lr {s['lr']}, float32, prompt ~{prompt_len:.0f} tokens.  "
+    )
     print(f"fp32 matmul rate measured in this run: {gflops:.0f} GFLOP/s before, {gflops_end:.0f} GFLOP/s after.\n")
     print("| system | median s/step | steps measured | mean completion tokens | compute efficiency |")
     print("| --- | --- | --- | --- | --- |")
     for system in args.systems:
         x = summary[system]
-        label = {"trl": f"TRL {__import__('trl').__version__} GRPOTrainer", "ours": "qwen25-rl grpo", "ours-off-policy": "qwen25-rl grpo, one-step-off-policy"}[system]
+        label = {
+            "trl": f"TRL {__import__('trl').__version__} GRPOTrainer",
+            "ours": "qwen25-rl grpo",
+            "ours-off-policy": "qwen25-rl grpo, one-step-off-policy",
+        }[system]
         print(f"| {label} | {x['median_step_s']:.2f} | {x['steps']} | {x['mean_length']:.1f} | {x['efficiency']:.1%} |")
     for system in [x for x in args.systems if x.startswith("ours")]:
         x = summary[system]

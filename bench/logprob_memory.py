@@ -94,8 +94,11 @@ def run_child(args: argparse.Namespace) -> dict:
         rows = max(1, args.chunk_size // args.tokens)
         u = upstream.view(args.batch, args.tokens)
         loss = fused_loss_from_hidden(
-            hidden.view(args.batch, args.tokens, h), weight, labels.view(args.batch, args.tokens),
-            lambda r, log_probs, entropy: (log_probs * u[r]).sum(), rows_per_chunk=rows,
+            hidden.view(args.batch, args.tokens, h),
+            weight,
+            labels.view(args.batch, args.tokens),
+            lambda r, log_probs, entropy: (log_probs * u[r]).sum(),
+            rows_per_chunk=rows,
         ).loss
     elif args.variant == "naive_ce":
         loss = F.cross_entropy(F.linear(hidden, weight), labels)
@@ -125,8 +128,9 @@ def run_child(args: argparse.Namespace) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=["naive", "chunked"],
-                   help=f"from {VARIANTS}; 'lm' = naive_ce fused_lm; 'all' = every variant")
+    p.add_argument(
+        "--variants", nargs="+", default=["naive", "chunked"], help=f"from {VARIANTS}; 'lm' = naive_ce fused_lm; 'all' = every variant"
+    )
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--tokens", type=int, default=1024)
@@ -134,8 +138,12 @@ def main() -> int:
     p.add_argument("--vocab", type=int, default=151_936)
     p.add_argument("--chunk-size", type=int, default=1024)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--min-free-gib", type=float, default=None,
-                   help="refuse to start below this much available memory (default: 4x the logits size + 2)")
+    p.add_argument(
+        "--min-free-gib",
+        type=float,
+        default=None,
+        help="refuse to start below this much available memory (default: 4x the logits size + 2)",
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per variant run")
     p.add_argument("--json", type=Path, help="also write all results here")
     p.add_argument("--variant", help=argparse.SUPPRESS)  # child mode
@@ -156,27 +164,51 @@ def main() -> int:
     need = args.min_free_gib if args.min_free_gib is not None else 4 * logits_gib + 2
     available = _mem_available_gib()
     if available < need:
-        print(f"refusing to run: {available:.1f} GiB available, the naive path needs about {need:.1f} GiB "
-              f"(full logits are {logits_gib:.2f} GiB); lower --tokens/--vocab or free memory", file=sys.stderr)
+        print(
+            f"refusing to run: {available:.1f} GiB available, the naive path needs about {need:.1f} GiB "
+            f"(full logits are {logits_gib:.2f} GiB); lower --tokens/--vocab or free memory",
+            file=sys.stderr,
+        )
         return 2
-    print(f"B={args.batch} T={args.tokens} H={args.hidden} V={args.vocab} float32, threads={args.threads}, "
-          f"chunk={args.chunk_size}; full logits {logits_gib:.2f} GiB; {available:.1f} GiB available", flush=True)
+    print(
+        f"B={args.batch} T={args.tokens} H={args.hidden} V={args.vocab} float32, threads={args.threads}, "
+        f"chunk={args.chunk_size}; full logits {logits_gib:.2f} GiB; {available:.1f} GiB available",
+        flush=True,
+    )
 
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for repeat in range(args.repeats):
         for variant in variants:  # strictly one at a time: the naive path alone needs ~4x the logits
-            cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(args.batch),
-                   "--tokens", str(args.tokens), "--hidden", str(args.hidden), "--vocab", str(args.vocab),
-                   "--chunk-size", str(args.chunk_size), "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--variant",
+                variant,
+                "--batch",
+                str(args.batch),
+                "--tokens",
+                str(args.tokens),
+                "--hidden",
+                str(args.hidden),
+                "--vocab",
+                str(args.vocab),
+                "--chunk-size",
+                str(args.chunk_size),
+                "--threads",
+                str(args.threads),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             if proc.returncode != 0:
                 print(proc.stderr, file=sys.stderr)
                 raise SystemExit(f"variant {variant} failed with exit code {proc.returncode}")
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             results[variant].append(row)
-            print(f"  run {repeat + 1} {variant:9s} total {row['total_s']:7.2f} s "
-                  f"(fwd {row['forward_s']:6.2f}, bwd {row['backward_s']:6.2f}, cpu {row['cpu_s']:7.2f})  "
-                  f"peak extra {row['peak_extra_gib']:6.2f} GiB", flush=True)
+            print(
+                f"  run {repeat + 1} {variant:9s} total {row['total_s']:7.2f} s "
+                f"(fwd {row['forward_s']:6.2f}, bwd {row['backward_s']:6.2f}, cpu {row['cpu_s']:7.2f})  "
+                f"peak extra {row['peak_extra_gib']:6.2f} GiB",
+                flush=True,
+            )
 
     for fast, slow in PAIRS.items():
         if fast in results and slow in results:
@@ -192,18 +224,20 @@ def main() -> int:
         r = min(rows, key=lambda row: row["total_s"])
         best[variant] = {"total_s": r["total_s"], "peak_extra_gib": min(x["peak_extra_gib"] for x in rows)}
         best[variant]["cpu_s"] = r["cpu_s"]
-        print(f"| {variant} | {r['total_s']:.2f} | {r['forward_s']:.2f} | {r['backward_s']:.2f} | "
-              f"{r['cpu_s']:.2f} | {best[variant]['peak_extra_gib']:.2f} |")
+        print(
+            f"| {variant} | {r['total_s']:.2f} | {r['forward_s']:.2f} | {r['backward_s']:.2f} | "
+            f"{r['cpu_s']:.2f} | {best[variant]['peak_extra_gib']:.2f} |"
+        )
     for fast, slow in PAIRS.items():
         if fast in best and slow in best:
             mem = best[slow]["peak_extra_gib"] / best[fast]["peak_extra_gib"]
             tim = best[fast]["total_s"] / best[slow]["total_s"]
             cpu = best[fast]["cpu_s"] / best[slow]["cpu_s"]
-            print(f"\n{fast} vs {slow}: {mem:.2f}x lower peak memory, {tim:.2f}x the wall time, "
-                  f"{cpu:.2f}x the CPU time")
+            print(f"\n{fast} vs {slow}: {mem:.2f}x lower peak memory, {tim:.2f}x the wall time, {cpu:.2f}x the CPU time")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "json"},
-                                         "results": results}, indent=2, default=str))
+        args.json.write_text(
+            json.dumps({"args": {k: v for k, v in vars(args).items() if k != "json"}, "results": results}, indent=2, default=str)
+        )
     return 0
 
 

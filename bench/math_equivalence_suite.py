@@ -92,14 +92,27 @@ def main() -> None:
     ours_ok = sum(c["ours"] == c["expected"] for c in cases)
     mv_ok = sum(c["math_verify"] == c["expected"] for c in cases)
     wrong = [c for c in cases if c["ours"] != c["expected"]]
-    print(json.dumps({"cases": n, "ours_agree": ours_ok, "math_verify_agree": mv_ok, "ours_false_accepts": sum(c["ours"] and not c["expected"] for c in cases),
-                      "ours_misses": sum(not c["ours"] and c["expected"] for c in cases), "ours_s": round(ours_s, 1), "math_verify_s": round(mv_s, 1)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "cases": n,
+                "ours_agree": ours_ok,
+                "math_verify_agree": mv_ok,
+                "ours_false_accepts": sum(c["ours"] and not c["expected"] for c in cases),
+                "ours_misses": sum(not c["ours"] and c["expected"] for c in cases),
+                "ours_s": round(ours_s, 1),
+                "math_verify_s": round(mv_s, 1),
+            }
+        )
+    )
     print(f"\n{n} labelled pairs: ours agree on {ours_ok} ({100 * ours_ok / n:.1f}%), math-verify on {mv_ok} ({100 * mv_ok / n:.1f}%)")
     print("disagreements by test function:", dict(Counter(f"{c['file']}::{c['test']}" for c in wrong).most_common()))
     print("disagreements by what decided ours:", dict(Counter(f"{c['status']}/{c['path']}/{c['source']}" for c in wrong).most_common()))
     for c in wrong[: args.show]:
-        print(f"- expected {c['expected']}, ours {c['ours']} ({c['status']}, {c['path']}, {c['source']}: {c['extracted']!r:.60}) "
-              f"gold {c['gold']!r:.60} pred {c['pred']!r:.100} {c['detail'][:80]}")  # fmt: skip
+        print(
+            f"- expected {c['expected']}, ours {c['ours']} ({c['status']}, {c['path']}, {c['source']}: {c['extracted']!r:.60}) "
+            f"gold {c['gold']!r:.60} pred {c['pred']!r:.100} {c['detail'][:80]}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(cases, indent=1))
 

@@ -169,8 +169,10 @@ def main() -> None:
                 # A fresh process per timing: no method inherits the other's warm sympy caches.
                 out = subprocess.run(
                     [sys.executable, __file__, "--measure", method, inputs, "--workers", str(args.workers)],
-                    check=True, capture_output=True, text=True,
-                )  # fmt: skip
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
                 runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
         ours, mv = runs["ours"], runs["math-verify"]
         n = len(ours[0]["verdicts"])
@@ -196,9 +198,13 @@ def main() -> None:
         results.append(r)
         print(json.dumps(r), flush=True)
 
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"workers={args.workers}, best of {args.repeats}, load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}\n")  # fmt: skip
-    print("| inputs | pass | ours (/s) | math-verify (/s) | ratio | ours CPU ms/pair | math-verify CPU ms/pair | agree with known labels: ours / math-verify |")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"workers={args.workers}, best of {args.repeats}, load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}\n"
+    )
+    print(
+        "| inputs | pass | ours (/s) | math-verify (/s) | ratio | ours CPU ms/pair | math-verify CPU ms/pair | agree with known labels: ours / math-verify |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         for phase in ("cold", "warm"):

@@ -51,13 +51,17 @@ def config(workdir: Path, name: str, workers: int, steps: int, model_path: str |
         "optimizer": {"lr": 1e-3},
         "scheduler": {"name": "cosine", "warmup_steps": 2, "min_lr_ratio": 0.1},
         "trainer": {
-            "num_workers": workers, "strategy": "deepspeed", "zero_stage": 2,
-            "micro_batch_size": MICRO, "global_batch_size": GLOBAL, "cpus_per_worker": 2 // workers,
+            "num_workers": workers,
+            "strategy": "deepspeed",
+            "zero_stage": 2,
+            "micro_batch_size": MICRO,
+            "global_batch_size": GLOBAL,
+            "cpus_per_worker": 2 // workers,
         },
         "ray": {"num_cpus": 2, "include_dashboard": False, "object_store_memory_mb": 256},
         "checkpoint": {"every_n_steps": None, "keep_last": 1},
         "logging": {"output_dir": str(workdir / "runs"), "run_name": name, "tensorboard": False, "ray_metrics": False, "console": False},
-    }  # fmt: skip
+    }
     if model_path:
         cfg["model"] = {"path": model_path}
     else:
@@ -116,8 +120,9 @@ def plain_loop(run_dir: Path, steps: int) -> dict:
     machine is shared."""
     proc = subprocess.run(
         [sys.executable, "-c", PLAIN, str(run_dir), str(steps), str(GLOBAL), str(ray_worker_niceness()), str(MICRO)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"plain loop failed:\n{proc.stderr[-4000:]}")
     return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
@@ -165,9 +170,15 @@ def main() -> None:
     gap = {k: max(abs(a - b) for a, b in zip(losses["plain"], losses[k])) for k in ("ray-1w", "ray-2w")}
     load = os.getloadavg()
     tok = runs["plain"][0][0][0]
-    result = {"best_window_tokens_per_s": best, "median_tokens_per_s_per_repeat": med, "wall_s": walls,
-              "overhead_1w": 1 - best["ray-1w"] / best["plain"], "scaling_2w_over_1w": best["ray-2w"] / best["ray-1w"],
-              "max_loss_gap_vs_plain": gap, "loadavg_end": load}  # fmt: skip
+    result = {
+        "best_window_tokens_per_s": best,
+        "median_tokens_per_s_per_repeat": med,
+        "wall_s": walls,
+        "overhead_1w": 1 - best["ray-1w"] / best["plain"],
+        "scaling_2w_over_1w": best["ray-2w"] / best["ray-1w"],
+        "max_loss_gap_vs_plain": gap,
+        "loadavg_end": load,
+    }
     print(json.dumps(result, indent=2))
     p, r1, r2 = best["plain"], best["ray-1w"], best["ray-2w"]
     print(
@@ -175,20 +186,20 @@ def main() -> None:
 ## Pretraining throughput: Ray Train + DeepSpeed vs a plain PyTorch loop (issue 6)
 
 Command: `.venv/bin/python bench/pretrain_throughput.py --steps {args.steps} --repeats {args.repeats}`
-({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, float32; load average at the end {load[0]:.1f}).
+({time.strftime("%Y-%m-%d")}, {platform.machine()}, {os.cpu_count()} cores, float32; load average at the end {load[0]:.1f}).
 Tiny Qwen2 preset, {SEQ_LEN}-token packed rows, {GLOBAL} rows per optimizer step ({tok} tokens),
 micro-batch {MICRO}, {args.steps} steps per run, runs alternated {args.repeats}x. Score: best mean over
 {args.window} consecutive steps (after {args.warmup} warm-up steps) across repeats; per-repeat medians in brackets.
 
 | path | tokens/s | vs plain loop |
 | --- | ---: | ---: |
-| plain PyTorch loop, 1 process, 2 threads, nice {ray_worker_niceness()} like Ray workers | {p:.0f} ({', '.join(map(str, med['plain']))}) | 1.00 |
-| Ray Train TorchTrainer, DeepSpeed ZeRO-2, 1 worker x 2 threads | {r1:.0f} ({', '.join(map(str, med['ray-1w']))}) | {r1 / p:.2f} (overhead {100 * (1 - r1 / p):.1f}%) |
-| Ray Train TorchTrainer, DeepSpeed ZeRO-2, 2 workers x 1 thread | {r2:.0f} ({', '.join(map(str, med['ray-2w']))}) | {r2 / p:.2f} ({r2 / r1:.2f}x the 1-worker run) |
+| plain PyTorch loop, 1 process, 2 threads, nice {ray_worker_niceness()} like Ray workers | {p:.0f} ({", ".join(map(str, med["plain"]))}) | 1.00 |
+| Ray Train TorchTrainer, DeepSpeed ZeRO-2, 1 worker x 2 threads | {r1:.0f} ({", ".join(map(str, med["ray-1w"]))}) | {r1 / p:.2f} (overhead {100 * (1 - r1 / p):.1f}%) |
+| Ray Train TorchTrainer, DeepSpeed ZeRO-2, 2 workers x 1 thread | {r2:.0f} ({", ".join(map(str, med["ray-2w"]))}) | {r2 / p:.2f} ({r2 / r1:.2f}x the 1-worker run) |
 
-End to end (process start to final/ written): 1 worker {', '.join(f'{w:.0f}' for w in walls['ray-1w'])} s,
-2 workers {', '.join(f'{w:.0f}' for w in walls['ray-2w'])} s.
-Largest per-step loss difference from the plain loop (same rows, same init): 1 worker {gap['ray-1w']:.1e}, 2 workers {gap['ray-2w']:.1e}.
+End to end (process start to final/ written): 1 worker {", ".join(f"{w:.0f}" for w in walls["ray-1w"])} s,
+2 workers {", ".join(f"{w:.0f}" for w in walls["ray-2w"])} s.
+Largest per-step loss difference from the plain loop (same rows, same init): 1 worker {gap["ray-1w"]:.1e}, 2 workers {gap["ray-2w"]:.1e}.
 """
     )
 

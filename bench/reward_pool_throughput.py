@@ -28,7 +28,7 @@ import time
 
 def load_samples(dataset: str, limit: int | None):
     from qwen25_rl.paths import eval_data_file
-    from qwen25_rl.reward.registry import RewardSample
+    from qwen25_rl.reward.types import RewardSample
 
     name = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500_test.jsonl"}[dataset]
     rows = [json.loads(line) for line in eval_data_file(name).read_text().splitlines() if line.strip()]
@@ -73,11 +73,12 @@ def main() -> None:
 
     import ray
 
-    from qwen25_rl.reward.config import RewardConfig, ServeConfig
+    from qwen25_rl.reward.config import RewardConfig
     from qwen25_rl.reward.pool import RewardPool
     from qwen25_rl.reward.rm_client import HTTPRewardFunction, RewardModelParams
     from qwen25_rl.reward.scorer import RewardScorer
     from qwen25_rl.reward.serve import deploy
+    from qwen25_rl.reward.serve_config import ServeConfig
 
     samples = load_samples(args.dataset, args.limit)
     n = len(samples)
@@ -100,7 +101,9 @@ def main() -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        url = deploy(ServeConfig(port=port, app_name="bench", route_prefix="/bench", num_cpus_per_replica=1, max_batch_size=256), reward_cfg=cfg)
+        url = deploy(
+            ServeConfig(port=port, app_name="bench", route_prefix="/bench", num_cpus_per_replica=1, max_batch_size=256), reward_cfg=cfg
+        )
         client = HTTPRewardFunction(RewardModelParams(url=url, batch_size=256, concurrency=2))
         rates["serve"], got = best_rate(lambda: client.score_batch(samples, 5.0), n, args.repeats)
         client.close()
