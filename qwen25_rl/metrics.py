@@ -43,6 +43,13 @@ class RayGauges:
 CONSOLE_KEYS = ("reward/mean", "accuracy", "policy/kl", "policy/entropy", "response_length/mean", "time/step_s")
 
 
+def console_label(key: str) -> str:
+    """The short name of a metric on the console: its last part ("policy/kl" -> "kl"), or its
+    group where the last part is a statistic ("reward/mean" -> "reward", not a second "mean")."""
+    group, _, last = key.rpartition("/")
+    return group.rpartition("/")[2] if group and last in ("mean", "min", "max", "std") else last
+
+
 class StepLogger:
     def __init__(self, run: RunDir, cfg: LoggingConfig, *, stage: str, total_steps: int, start_step: int = 0, console_keys=CONSOLE_KEYS):
         self.run, self.cfg = run, cfg
@@ -67,7 +74,7 @@ class StepLogger:
         for k in self.console_keys:
             v = metrics.get(k)
             if isinstance(v, (int, float)):
-                parts.append(f"{k.split('/')[-1] if k.count('/') else k}={v:.4g}")
+                parts.append(f"{console_label(k)}={v:.4g}")
         return " ".join(parts)
 
     def log(self, step: int, metrics: dict[str, Any], *, console: bool = True) -> None:
