@@ -40,11 +40,12 @@ os-packages:
 demo: setup
 	$(BIN)/python -m qwen25_rl.demo
 
-# The formatter and linter hold the line before any test runs; the layer contracts
-# (import-linter) are checked by tests/unit/test_layers.py.
+# The formatter, the linter and the layer contracts (import-linter, pyproject.toml) hold the
+# line before any test runs.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/python -m pytest -q --durations=40 $(PYTEST_ARGS)

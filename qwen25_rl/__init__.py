@@ -6,41 +6,17 @@ see pyproject.toml's package-dir) as `qwen25_rl.actors`, `qwen25_rl.reward`,
 `qwen25_rl.sandboxes` and `qwen25_rl.pretrain`. No generic top-level name is ever imported, so a
 user's own `reward.py` beside a job cannot shadow the package.
 
-In a source checkout (the repository itself, or the copy of it that `ray job submit
---working-dir .` ships to every worker) those four folders are siblings of this one. The finder
-below makes `qwen25_rl.reward` and the others resolve to the siblings of *this* copy, so one
-checkout is always one consistent version of the code, whatever else is installed.
+In a source checkout these four names are links inside this folder (`qwen25_rl/reward ->
+../reward`, ...), so plain Python imports find them with nothing installed, and so do the tools
+that walk the package (import-linter's graph, the `ray job submit --working-dir .` upload, which
+copies the linked files). An installed wheel holds them as ordinary subfolders.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from importlib.machinery import PathFinder
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-_CHECKOUT = os.path.dirname(_PACKAGE_DIR)
-SIBLING_PACKAGES = ("actors", "reward", "sandboxes", "pretrain")
-
-
-class _CheckoutSiblings:
-    """Meta path finder for `qwen25_rl.<sibling>` in a source checkout (see module doc)."""
-
-    @staticmethod
-    def find_spec(fullname: str, path=None, target=None):
-        head, _, tail = fullname.partition(".")
-        if head != __name__ or tail not in SIBLING_PACKAGES:
-            return None
-        return PathFinder.find_spec(fullname, [_CHECKOUT])
-
-
-def _is_checkout() -> bool:
-    """Siblings beside this folder (a checkout), not inside it (an installed wheel)."""
-    return os.path.isfile(os.path.join(_CHECKOUT, "sandboxes", "harness.py")) and not os.path.isdir(os.path.join(_PACKAGE_DIR, "sandboxes"))
-
-
-if _is_checkout() and not any(isinstance(f, type) and f.__name__ == "_CheckoutSiblings" for f in sys.meta_path):
-    sys.meta_path.insert(0, _CheckoutSiblings)
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def child_process_env(env: dict[str, str] | None = None) -> dict[str, str]:
