@@ -161,43 +161,19 @@ def make_grpo_overrides(model_dir, task_dir, out_dir, run_name: str, **extra) ->
 
 
 # -- session end ------------------------------------------------------------------------------
-# Native threads that outlive the session (Ray's core worker and gRPC clients, gloo loops) can
-# crash the interpreter while it tears down: one of two full local runs on 2026-11-27 printed
-# "1141 passed" and then died of SIGSEGV in a background thread (the kernel log: a jump to a
-# freed heap address), turning a passed run red. The result is decided by then, so Ray and
-# torch.distributed are shut down cleanly here and the process exits with the session's status
-# without the interpreter teardown. QWEN25_RL_TEST_HARD_EXIT=0 keeps the normal exit (to debug
-# teardown itself).
-_EXIT_STATUS = pytest.StashKey[int]()
+# Ray and torch.distributed are shut down while the interpreter is whole, so none of their
+# native threads (Ray's core worker and gRPC clients, gloo loops) is still running when the
+# interpreter tears down. A crash at exit is not hidden: it fails the run.
 
 
 def pytest_sessionfinish(session, exitstatus):
-    session.config.stash[_EXIT_STATUS] = int(exitstatus)
-    try:
-        import ray
+    import ray
+    import torch.distributed as dist
 
-        if ray.is_initialized():
-            ray.shutdown()
-    except Exception:  # best effort: the tests' own fixtures shut Ray down already
-        pass
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    except Exception:
-        pass
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    if os.environ.get("QWEN25_RL_TEST_HARD_EXIT", "1") == "0" or _EXIT_STATUS not in config.stash:
-        return
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(config.stash[_EXIT_STATUS])
+    if ray.is_initialized():
+        ray.shutdown()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # -- a working folder full of generic module names -------------------------------------------
