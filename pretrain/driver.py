@@ -24,16 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from qwen25_rl.checkpointing import COMPLETE, INITIAL_MODEL, ensure_initial_model, resolve_resume, staging
-from qwen25_rl.errors import UserPathError, UserValueError
-from qwen25_rl.models.factory import rope_theta_of
+from qwen25_rl.checkpointing import COMPLETE, resolve_resume, staging
+from qwen25_rl.errors import UserValueError
+from qwen25_rl.models.factory import initial_model_folder, rope_theta_of
 from qwen25_rl.pretrain.config import PretrainConfig, SFTConfig, SyntheticDataConfig
 from qwen25_rl.pretrain.corpus import read_conversations, read_source
 from qwen25_rl.pretrain.data_order import build_order
 from qwen25_rl.pretrain.packing import PackedRows, pack_documents, pack_samples
 from qwen25_rl.pretrain.prepare import fingerprint, read_meta, save_rows, tokenize_conversations, tokenize_documents
 from qwen25_rl.pretrain.sft_data import build_samples
-from qwen25_rl.runs import RunDir, stage_run
+from qwen25_rl.runs import RunDir, run_name_for, stage_run
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 # Files of a checkpoint that are trainer state, not part of the HF export.
@@ -70,7 +70,7 @@ def open_run(cfg, stage: str) -> Iterator[tuple[RunDir, str | None]]:
     Train reads its checkpoint snapshot); "never": such a folder is an error; any other value
     is a complete checkpoint folder to start from.
     """
-    name = cfg.logging.run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = run_name_for(cfg.logging.run_name, stage)
     path = Path(cfg.logging.output_dir) / name
     has_checkpoints = (path / "checkpoints" / SNAPSHOT).is_file()
     resume = cfg.checkpoint.resume
@@ -132,24 +132,8 @@ def pretrain_tokenizer(cfg: PretrainConfig, run: RunDir) -> str:
 
 
 def initial_model(cfg, run: RunDir, tokenizer_dir: str) -> str:
-    """A folder with the weights training starts from (a preset is built once and saved, so
-    every worker and every restart loads the same initialisation)."""
-    if cfg.model.path is not None:
-        p = Path(cfg.model.path)
-        if not (p / "config.json").is_file():
-            raise UserPathError(f"model.path {p} is not a Hugging Face model folder (no config.json)")
-        return _abs(p)
-    from qwen25_rl.models import build_model, load_tokenizer
-
-    def build(folder: Path) -> None:
-        tok = load_tokenizer(tokenizer_dir)
-        model = build_model(cfg.model.preset, tokenizer=tok, seed=cfg.model.seed, attn_implementation=cfg.model.attn_implementation)
-        model.save_pretrained(folder, safe_serialization=True)
-        tok.save_pretrained(folder)
-        n = sum(p.numel() for p in model.parameters())
-        _say(cfg, f"initialised {cfg.model.preset} model ({n:,} parameters, vocab {model.config.vocab_size}) -> {run.path / INITIAL_MODEL}")
-
-    return str(ensure_initial_model(run.path, build).resolve())
+    """A folder with the weights training starts from (qwen25_rl.models.initial_model_folder)."""
+    return str(initial_model_folder(cfg.model, tokenizer_dir, run.path, announce=lambda msg: _say(cfg, msg)))
 
 
 def _read_model_config(folder: str) -> dict:
@@ -453,12 +437,10 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
 def run_sft(cfg: SFTConfig) -> StageResult:
     from qwen25_rl.ray_utils import init_ray
 
-    if not (Path(cfg.model.path) / "config.json").is_file():  # before any run folder is made
-        raise UserPathError(f"model.path {cfg.model.path} is not a Hugging Face model folder (no config.json)")
     with open_run(cfg, "sft") as (run, resume_from):
         _say(cfg, f"sft run folder: {run.path}")
+        init_model = initial_model(cfg, run, "")  # model.path is checked before any data is made
         ensure_synthetic(cfg.data.synthetic, cfg)
-        init_model = initial_model(cfg, run, "")
         tokenizer_dir = _abs(cfg.tokenizer.path or cfg.model.path)
         max_pos = _read_model_config(init_model).get("max_position_embeddings")
         if max_pos and cfg.data.max_length > max_pos:

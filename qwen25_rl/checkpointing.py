@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from qwen25_rl.errors import UserError
 
 COMPLETE = "COMPLETE"
 INITIAL_MODEL = "initial_model"
@@ -103,7 +106,7 @@ def _exchange(a: Path, b: Path) -> bool:
     if _renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
-    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this kernel or file system cannot
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # this kernel or file system cannot
         return False
     raise OSError(err, os.strerror(err), str(a))
 
@@ -240,8 +243,6 @@ def resolve_resume(mode: str, checkpoints: Path) -> Path | None:
         return latest_checkpoint(checkpoints)
     path = Path(mode).expanduser()
     if not is_complete(path):
-        from qwen25_rl.errors import UserError
-
         raise UserError(f"checkpoint.resume: {path} is not a complete checkpoint (no {COMPLETE} marker)")
     return path.resolve()
 

@@ -30,6 +30,11 @@ from qwen25_rl.checkpointing import atomic_write, latest_checkpoint, remove_stal
 from qwen25_rl.config.loader import dump_config
 
 
+def run_name_for(run_name: str | None, stage: str) -> str:
+    """`logging.run_name`, or the stage and the start time when it is not set."""
+    return run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _jsonable(v: Any) -> Any:
     if hasattr(v, "item") and callable(v.item):  # torch / numpy scalars
         v = v.item()
@@ -88,8 +93,7 @@ class RunDir:
 
     @classmethod
     def create(cls, config: BaseModel, output_dir: str | Path, run_name: str | None = None, stage: str = "run") -> RunDir:
-        name = run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = Path(output_dir) / name
+        path = Path(output_dir) / run_name_for(run_name, stage)
         path.mkdir(parents=True, exist_ok=True)
         (path / "checkpoints").mkdir(exist_ok=True)
         remove_stale(path)
@@ -137,7 +141,7 @@ def stage_run(config: BaseModel, output_dir: str | Path, run_name: str | None, s
     """The run folder of one stage invocation. A stage that fails before `run.mark_started()`
     (bad input: a missing model, an unreadable data file) leaves nothing behind when this call
     created the folder; a folder that existed before (a resume) is never removed."""
-    name = run_name or f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = run_name_for(run_name, stage)
     existed = (Path(output_dir) / name).exists()
     run = RunDir.create(config, output_dir, name, stage=stage)
     try:

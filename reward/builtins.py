@@ -58,18 +58,13 @@ class CustomParams(Section):
         return resolve_spec(v)
 
 
-# ---------------------------------------------------------------------------------------------
-# the reward section
-
-
 class InlinePluginFunction:
     """A custom reward run inside this process (isolation: thread): soft deadlines only."""
 
     def __init__(self, p: CustomParams):
-        from qwen25_rl.reward.plugins import PluginSpec, load_plugin
+        from qwen25_rl.reward.plugins import load_plugin
 
         self.plugin = load_plugin(p.path, p.style, p.answer_column, p.conversational)
-        self.spec = PluginSpec(p.path, p.style, p.answer_column, p.conversational)
         self.batch_size = p.batch_size if self.plugin.batched else 1
         self.name = self.plugin.name
         # Threads so a call that overruns can be reported as a timeout while it keeps running.
@@ -115,8 +110,8 @@ class MathParams(Section):
 
     1.0 when equivalent, 0.0 when not. The per-sample deadline is the function's `timeout_s`;
     verification runs in `processes` worker processes that are killed at that deadline and
-    replaced (sympy can run for minutes on hostile input), and a sample that hits it is a
-    timeout, not a 0.
+    replaced (sympy can run for minutes on hostile input), and an answer that hits it scores 0
+    (see MathRewardFunction for why).
     """
 
     # "the last number in the text" as a last-resort extraction (opt-in: it rewards guessing).

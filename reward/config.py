@@ -27,11 +27,14 @@ Plain pydantic (no import from qwen25_rl's core): the reward package stands on i
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from qwen25_rl.reward.catalog import get_reward
 from qwen25_rl.reward.registry import Section
 
 # ---------------------------------------------------------------------------------------------
@@ -68,8 +71,6 @@ class RewardFunctionConfig(Section):
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise ValueError(f"params of reward {data['type']!r} must be a mapping, got {type(params).__name__}")
-        from qwen25_rl.reward.catalog import get_reward
-
         try:
             spec = get_reward(data["type"])
         except KeyError as e:
@@ -90,16 +91,11 @@ class RewardFunctionConfig(Section):
 
     def params_model(self) -> BaseModel:
         """The params as the registered reward's own model (already validated at load)."""
-        from qwen25_rl.reward.catalog import get_reward
-
         return get_reward(self.type).params_model.model_validate(self.params)
 
 
 def _keys_at(model: Any, path: tuple) -> list[str]:
     """The keys a params model (pydantic model or dataclass, nested) accepts at `path`."""
-    import dataclasses
-    import typing
-
     for part in path:
         if isinstance(model, type) and issubclass(model, BaseModel):
             field = model.model_fields.get(str(part))

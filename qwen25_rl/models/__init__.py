@@ -3,6 +3,7 @@
 from qwen25_rl.models.factory import (
     build_model,
     choose_attn_implementation,
+    initial_model_folder,
     load_model,
     load_tokenizer,
     padded_vocab_size,
@@ -18,6 +19,7 @@ __all__ = [
     "choose_attn_implementation",
     "count_parameters",
     "get_preset",
+    "initial_model_folder",
     "load_model",
     "load_tokenizer",
     "padded_vocab_size",

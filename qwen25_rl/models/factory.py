@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from qwen25_rl.checkpointing import INITIAL_MODEL, ensure_initial_model, staging
 from qwen25_rl.errors import UserPathError, UserValueError
 from qwen25_rl.models.presets import ModelPreset, get_preset
+
+if TYPE_CHECKING:
+    from qwen25_rl.config.schema import ModelConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -131,13 +136,38 @@ def save_pretrained(model, tokenizer, out: str | Path) -> Path:
     """Save model (safetensors) + tokenizer as an HF folder, published atomically
     (qwen25_rl.checkpointing.staging): a crash never leaves a half-written folder under `out`,
     and an existing `out` is replaced whole."""
-    from qwen25_rl.checkpointing import staging
-
     with staging(Path(out)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     return Path(out)
+
+
+def initial_model_folder(
+    model: ModelConfig, tokenizer_dir: str | Path, run_path: str | Path, announce: Callable[[str], None] | None = None
+) -> Path:
+    """The (absolute) folder a stage's training starts from: `model.path`, which must be a
+    Hugging Face model folder, or the `model.preset` built with the tokenizer in `tokenizer_dir`
+    and saved once as the run's initial_model/ (qwen25_rl.checkpointing.ensure_initial_model),
+    so every worker and every restart loads the same initialisation. `announce` is told when a
+    preset was built."""
+    if model.path is not None:
+        path = Path(model.path)
+        if not (path / "config.json").is_file():
+            raise UserPathError(f"model.path {path} is not a Hugging Face model folder (no config.json)")
+        return path.resolve()
+
+    def build(folder: Path) -> None:
+        tok = load_tokenizer(tokenizer_dir)
+        built = build_model(model.preset, tokenizer=tok, seed=model.seed, attn_implementation=model.attn_implementation)
+        built.save_pretrained(folder, safe_serialization=True)
+        tok.save_pretrained(folder)
+        if announce is not None:
+            n = sum(p.numel() for p in built.parameters())
+            vocab = built.config.vocab_size
+            announce(f"initialised {model.preset} model ({n:,} parameters, vocab {vocab}) -> {Path(run_path) / INITIAL_MODEL}")
+
+    return ensure_initial_model(Path(run_path), build).resolve()
 
 
 def named_weights(model) -> list[tuple[str, torch.Tensor]]:

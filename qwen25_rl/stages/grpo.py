@@ -16,12 +16,12 @@ import torch
 
 from qwen25_rl.actors.policy import LossSettings
 from qwen25_rl.algorithms import compute_advantages
-from qwen25_rl.checkpointing import atomic_write, ensure_initial_model, mark_complete, prune, resolve_resume, staging
+from qwen25_rl.checkpointing import atomic_write, mark_complete, prune, resolve_resume, staging
 from qwen25_rl.config.loader import load_config
 from qwen25_rl.data.prompts import PromptSampler, load_prompts
-from qwen25_rl.errors import UserPathError, UserValueError
+from qwen25_rl.errors import UserValueError
 from qwen25_rl.metrics import StepLogger
-from qwen25_rl.models import load_tokenizer
+from qwen25_rl.models import initial_model_folder, load_tokenizer
 from qwen25_rl.ray_utils import init_ray
 from qwen25_rl.runs import RunDir, stage_run
 from qwen25_rl.stages.grpo_cluster import RLCluster
@@ -203,23 +203,9 @@ def loss_settings(cfg: GRPOConfig) -> LossSettings:
 def prepare_initial_model(cfg: GRPOConfig, run: RunDir) -> Path:
     """The policy's starting weights: a checkpoint folder, or a preset initialised once in the
     run folder (which needs `tokenizer.path`)."""
-    if cfg.model.path:
-        path = Path(cfg.model.path)
-        if not (path / "config.json").is_file():
-            raise UserPathError(f"model.path {path} is not a Hugging Face model folder (no config.json)")
-        return path
-    if not cfg.tokenizer.path:
+    if cfg.model.path is None and not cfg.tokenizer.path:
         raise UserValueError("model.preset needs tokenizer.path (a tokenizer folder) to size the vocabulary")
-    from qwen25_rl.models import build_model
-
-    tok = load_tokenizer(cfg.tokenizer.path)
-
-    def build(folder: Path) -> None:
-        model = build_model(cfg.model.preset, tokenizer=tok, seed=cfg.model.seed)
-        model.save_pretrained(folder, safe_serialization=True)
-        tok.save_pretrained(folder)
-
-    return ensure_initial_model(run.path, build)
+    return initial_model_folder(cfg.model, cfg.tokenizer.path or "", run.path)
 
 
 def save_checkpoint(run: RunDir, cluster: RLCluster, cfg: GRPOConfig, tokenizer_path: str, state: dict) -> Path:
