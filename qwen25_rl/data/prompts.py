@@ -63,17 +63,30 @@ def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-def _chat(location: str, messages: Any) -> list[dict[str, str]]:
+def _chat(location: str, messages: Any, key: str = "messages") -> list[dict[str, str]]:
+    """`messages` (the row's `key` column) checked as a chat that ends with the user's turn."""
     if not isinstance(messages, list) or not messages:
-        raise DatasetError(f"{location}: 'messages' must be a non-empty list of {{role, content}}")
+        raise DatasetError(f"{location}: {key!r} must be a non-empty list of {{role, content}}")
     for j, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise DatasetError(f"{location}: messages[{j}] must have 'role' and 'content'")
+            raise DatasetError(f"{location}: {key}[{j}] must have 'role' and 'content'")
         if m["role"] not in VALID_ROLES:
-            raise DatasetError(f"{location}: messages[{j}] has unknown role {m['role']!r} (expected one of {sorted(VALID_ROLES)})")
+            raise DatasetError(f"{location}: {key}[{j}] has unknown role {m['role']!r} (expected one of {sorted(VALID_ROLES)})")
+        if not isinstance(m["content"], str):
+            raise DatasetError(f"{location}: {key}[{j}] content must be text, got {type(m['content']).__name__}")
     if messages[-1]["role"] != "user":
         raise DatasetError(f"{location}: the last message must be the user's turn to answer, got {messages[-1]['role']!r}")
     return messages
+
+
+def _prompt_text(location: str, messages: list[dict[str, str]], tokenizer, apply_chat_template: bool, key: str = "messages") -> str:
+    """The prompt as the model sees it: the chat template with the assistant turn opened, or
+    (apply_chat_template false) the single turn's text as it is."""
+    if apply_chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if len(messages) == 1:
+        return messages[0]["content"]
+    raise DatasetError(f"{location}: a multi-turn {key!r} row needs data.apply_chat_template: true")
 
 
 def load_prompts(
@@ -98,12 +111,7 @@ def load_prompts(
                 messages = [{"role": "user", "content": row[prompt_key]}]
             else:
                 raise DatasetError(f"{location}: row has neither {prompt_key!r} (text) nor {messages_key!r} (chat); keys: {sorted(row)}")
-            if apply_chat_template:
-                text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            elif len(messages) == 1:
-                text = messages[0]["content"]
-            else:
-                raise DatasetError(f"{location}: a multi-turn 'messages' row needs data.apply_chat_template: true")
+            text = _prompt_text(location, messages, tokenizer, apply_chat_template)
             ids = tokenizer.encode(text, add_special_tokens=False)
             if max_prompt_length is not None and len(ids) > max_prompt_length:
                 if on_long_prompt == "error":
