@@ -2,7 +2,10 @@
 
 Both expose the same small interface to the training loop: `module` (the unwrapped model),
 `forward(**batch)`, `backward(loss, last_micro)`, `step(lr) -> grad norm`, and checkpoint
-`save(dir)` / `load(dir)` of the optimizer state. The loop scales every micro-batch loss as
+`save(dir)` / `load(dir)` of the optimizer state. Either takes an optional `merger`
+(qwen25_rl.training.merging.OnlineMerger): the online merging optimizer, which replaces each
+optimizer step by its merge with the SFT task vector; its step counter is saved with the
+optimizer state (`merger.json`). The loop scales every micro-batch loss as
 (sum of token losses) / (tokens in the whole optimizer step) * world size, because both DDP
 and DeepSpeed average gradients over ranks; the resulting gradient is the mean over every
 trained token of the step, however the step is split.
@@ -12,9 +15,12 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from qwen25_rl.training.merging import OnlineMerger
 
 ENGINES: dict[str, type] = {}
 
@@ -48,11 +54,31 @@ def make_optimizer(model: torch.nn.Module, opt: dict) -> torch.optim.Optimizer:
 @register_engine("deepspeed")
 class DeepSpeedEngine:
     """DeepSpeed with ZeRO stage 0-3. The engine does gradient accumulation itself: it
-    reduces (and under ZeRO partitions) gradients and steps only at the boundary."""
+    reduces (and under ZeRO partitions) gradients and steps only at the boundary.
 
-    def __init__(self, model, *, opt: dict, trainer: dict, grad_accumulation: int, bf16: bool, world_size: int):
+    With a `merger` (ZeRO stage 0-2 only) the merge works on the weights the optimizer
+    steps: its fp32 master copy where it keeps one (see `_master_weights`), and the module's
+    parameters are then set from the merged fp32 values."""
+
+    def __init__(
+        self,
+        model,
+        *,
+        opt: dict,
+        trainer: dict,
+        grad_accumulation: int,
+        bf16: bool,
+        world_size: int,
+        merger: OnlineMerger | None = None,
+    ):
+        if merger is not None and trainer["zero_stage"] not in (0, 1, 2):
+            raise ValueError(
+                f"online merging needs ZeRO stage 0-2 or ddp (zero_stage is {trainer['zero_stage']}): under ZeRO-3 "
+                f"no rank holds whole parameters to merge"
+            )
         import deepspeed
 
+        self.merger = merger
         self.world_size = world_size
         self.micro_batch_size = trainer["micro_batch_size"]
         self.grad_accumulation = grad_accumulation
@@ -71,6 +97,8 @@ class DeepSpeedEngine:
         deepspeed.init_distributed(dist_backend="nccl" if trainer["use_gpu"] else "gloo")
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.module = self.engine.module
+        if merger is not None:
+            self._read, self._write = _master_weights(self.engine)
 
     def set_grad_accumulation(self, grad_accumulation: int) -> None:
         if grad_accumulation != self.grad_accumulation:
@@ -93,9 +121,16 @@ class DeepSpeedEngine:
         if last:
             for g in self.engine.optimizer.param_groups:
                 g["lr"] = lr
+            if self.merger is not None:
+                self.merger.snapshot(self.module, read=self._read)
         self.engine.step()
         if not last:
             return None
+        if self.merger is not None:
+            if self.engine.was_step_applied():
+                self.merger.apply(self.module, read=self._read, write=self._write)
+            else:  # skipped (an fp16 overflow; not with fp32 or bf16): nothing to merge
+                self.merger.discard()
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 
@@ -109,6 +144,8 @@ class DeepSpeedEngine:
     def save(self, folder: Path, rank: int) -> None:
         # Every rank writes its own optimizer partition; Ray merges the ranks' folders.
         self.engine.save_checkpoint(str(folder / "deepspeed"), tag="state", save_latest=False)
+        if self.merger is not None and rank == 0:
+            self.merger.save(folder)
 
     def load(self, folder: Path) -> None:
         path, _ = self.engine.load_checkpoint(
@@ -116,6 +153,9 @@ class DeepSpeedEngine:
         )
         if path is None:
             raise FileNotFoundError(f"{folder}/deepspeed: DeepSpeed found no checkpoint to resume from")
+        if self.merger is not None:
+            self.merger.load(folder)
+            self._read, self._write = _master_weights(self.engine)  # loading may rebuild the buffers
 
     def train(self, mode: bool = True) -> None:
         self.engine.train(mode)
@@ -124,15 +164,96 @@ class DeepSpeedEngine:
         return self.engine(**batch)
 
 
+def _master_weights(engine):
+    """(read, write) of the weights a DeepSpeed engine's optimizer steps, for the merger.
+
+    read(p) gives parameter p's full fp32 value; write(p, v) sets it, in the master copy and
+    in the module parameter (which every rank holds whole under ZeRO 0-2). Where they live:
+      ZeRO 1/2: each rank's optimizer steps an fp32 partition (`single_partition_of_fp32_groups`,
+        a separate copy even in fp32 training) and copies it into the module parameters after
+        the step; the parameters carry DeepSpeed's fragment mapping into it. Writing goes
+        through `safe_set_full_fp32_param` (local: each rank sets its own fragment). Reading
+        fp32 parameters reads the module (an exact copy after the step); bf16 ones read
+        `safe_get_full_fp32_param` (an all-reduce per parameter), so that updates smaller than
+        a bf16 step are not rounded away by the merge.
+      ZeRO 0 with bf16: FP16_Optimizer keeps the whole fp32 master flat (`fp32_groups_flat`,
+        laid out as the bf16 flat buffer the parameters are views of); FP16_UnfusedOptimizer
+        (what DeepSpeed picks on CPU) one fp32 tensor per parameter (`fp32_groups`).
+      ZeRO 0 in fp32: the optimizer is the torch one, stepping the module parameters.
+    """
+    stage = engine.zero_optimization_stage()
+    opt = engine.optimizer
+    if stage in (1, 2):
+        from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+        unlinked = [n for n, p in engine.module.named_parameters() if p.requires_grad and not hasattr(p, "_hp_mapping")]
+        if unlinked:
+            raise RuntimeError(f"online merging: DeepSpeed linked no fp32 master to the trained parameter {unlinked[0]!r}")
+
+        def read(p):
+            return p.detach() if p.dtype == torch.float32 else safe_get_full_fp32_param(p)
+
+        def write(p, value):
+            safe_set_full_fp32_param(p, value)  # this rank's fragment (if any) of the master
+            p.detach().copy_(value)
+
+        return read, write
+    if stage == 0 and isinstance(opt, torch.optim.Optimizer) and not hasattr(opt, "fp16_groups"):
+
+        def write_module(p, value):
+            p.detach().copy_(value)
+
+        return (lambda p: p.detach()), write_module
+    masters: dict[int, torch.Tensor] = {}
+    if stage == 0 and hasattr(opt, "fp16_groups") and hasattr(opt, "fp32_groups_flat"):  # FP16_Optimizer
+        for params, flat in zip(opt.fp16_groups, opt.fp32_groups_flat):
+            offset = 0
+            for p in params:
+                masters[id(p)] = flat.detach().narrow(0, offset, p.numel()).view_as(p)
+                offset += p.numel()
+            if offset != flat.numel():
+                raise RuntimeError(f"online merging: DeepSpeed's fp32 master holds {flat.numel()} values, its parameters {offset}")
+    elif stage == 0 and hasattr(opt, "fp16_groups") and hasattr(opt, "fp32_groups"):  # FP16_UnfusedOptimizer
+        for params, fp32 in zip(opt.fp16_groups, opt.fp32_groups):
+            for p, master in zip(params, fp32):
+                if master.shape != p.shape:
+                    raise RuntimeError(f"online merging: DeepSpeed's fp32 master {tuple(master.shape)} for a {tuple(p.shape)} parameter")
+                masters[id(p)] = master.detach()
+    if masters:
+
+        def read_master(p):
+            return masters[id(p)]
+
+        def write_master(p, value):
+            masters[id(p)].copy_(value)
+            p.detach().copy_(value)
+
+        return read_master, write_master
+    raise ValueError(f"online merging does not know where DeepSpeed's {type(opt).__name__} (ZeRO stage {stage}) keeps its weights")
+
+
 @register_engine("ddp")
 class DDPEngine:
     """torch DistributedDataParallel; gradients are all-reduced only on the last micro-batch
-    (earlier ones run under no_sync, which must cover forward and backward)."""
+    (earlier ones run under no_sync, which must cover forward and backward). The module's
+    parameters are the optimizer's (fp32 also under bf16 autocast): a `merger` merges them in
+    place; every rank draws the same masks, so the replicas stay identical."""
 
-    def __init__(self, model, *, opt: dict, trainer: dict, grad_accumulation: int, bf16: bool, world_size: int):
+    def __init__(
+        self,
+        model,
+        *,
+        opt: dict,
+        trainer: dict,
+        grad_accumulation: int,
+        bf16: bool,
+        world_size: int,
+        merger: OnlineMerger | None = None,
+    ):
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
 
+        self.merger = merger
         self.bf16 = bf16
         self.grad_clip = opt["grad_clip"]
         self.module = model
@@ -172,7 +293,11 @@ class DDPEngine:
             norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         else:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        if self.merger is not None:
+            self.merger.snapshot(self.module)
         self.optimizer.step()
+        if self.merger is not None:
+            self.merger.apply(self.module)
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
@@ -182,12 +307,16 @@ class DDPEngine:
     def save(self, folder: Path, rank: int) -> None:
         if rank == 0:  # the optimizer state is replicated: one copy is enough
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            if self.merger is not None:
+                self.merger.save(folder)
 
     def load(self, folder: Path) -> None:
         path = folder / "optimizer.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint has no optimizer state for strategy ddp")
         self.optimizer.load_state_dict(torch.load(path, map_location=self.module.device, weights_only=True))
+        if self.merger is not None:
+            self.merger.load(folder)
 
     def train(self, mode: bool = True) -> None:
         self.module.train(mode)
