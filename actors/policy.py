@@ -109,6 +109,20 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     chunk_size: int = 1024
     seed: int = 0
+    # Online Merging Optimizer around AdamW (qwen25_rl.training.merging): None, or
+    # {"method": "ondare" | "onties", "base_model": folder, "alpha", "keep", "rescale"}.
+    merge: dict[str, Any] | None = None
+
+
+@dataclass
+class DPOSettings:
+    """The DPO objective of one update (see qwen25_rl.algorithms.dpo.dpo_loss)."""
+
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    rpo_alpha: float = 0.0
+    length_normalize: bool = False
 
 
 @dataclass
@@ -132,6 +146,51 @@ class LossSettings:
     tis_high: float = 2.0
     max_response_length: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+PAIR_FIELDS = ("chosen", "rejected")
+
+
+def stack_pair_rows(pairs: TensorBatch) -> TensorBatch:
+    """A response batch of 2P rows, chosen responses first, then rejected, each after its
+    pair's prompt: one forward pass scores both sides (as TRL's concatenated forward)."""
+    width = max(pairs["chosen_ids"].shape[1], pairs["rejected_ids"].shape[1])
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+
+    return TensorBatch(
+        {
+            "prompt_ids": pairs["prompt_ids"].repeat(2, 1),
+            "prompt_mask": pairs["prompt_mask"].repeat(2, 1),
+            "response_ids": torch.cat([pad(pairs["chosen_ids"]), pad(pairs["rejected_ids"])]),
+            "response_mask": torch.cat([pad(pairs["chosen_mask"]), pad(pairs["rejected_mask"])]),
+        }
+    )
+
+
+def pair_micro_batches(pairs: TensorBatch, n: int) -> list[tuple[torch.Tensor, TensorBatch]]:
+    """`n` micro-batches of pairs of similar length (prompt + longer response), each trimmed of
+    its all-padding columns; returns (positions in `pairs`, micro-batch) per part."""
+    lengths = pairs["prompt_mask"].sum(1) + torch.maximum(pairs["chosen_mask"].sum(1), pairs["rejected_mask"].sum(1))
+    order = torch.sort(lengths.long(), descending=True, stable=True).indices
+    parts = pairs.select(order).chunk(n)
+    positions = torch.split(order, [len(p) for p in parts])
+    return [(pos, _trim_pairs(part)) for pos, part in zip(positions, parts)]
+
+
+def _trim_pairs(mb: TensorBatch) -> TensorBatch:
+    if len(mb) == 0:
+        return mb
+    tensors = dict(mb.tensors)
+    used = tensors["prompt_mask"].any(0).nonzero()
+    start = int(used[0]) if len(used) else tensors["prompt_mask"].shape[1] - 1
+    tensors["prompt_ids"], tensors["prompt_mask"] = tensors["prompt_ids"][:, start:], tensors["prompt_mask"][:, start:]
+    for side in PAIR_FIELDS:
+        used = tensors[f"{side}_mask"].any(0).nonzero()
+        end = int(used[-1]) + 1 if len(used) else 1
+        tensors[f"{side}_ids"], tensors[f"{side}_mask"] = tensors[f"{side}_ids"][:, :end], tensors[f"{side}_mask"][:, :end]
+    return TensorBatch(tensors, mb.meta, mb.info)
 
 
 class ReferenceWorker(DistributedWorker):
@@ -176,6 +235,42 @@ class ReferenceWorker(DistributedWorker):
             out["entropy"] = entropy
         return TensorBatch(out)
 
+    @torch.no_grad()
+    def pair_log_probs(self, pairs: TensorBatch, *, micro_batch_size: int = 8) -> TensorBatch:
+        """Summed log-probs (temperature 1) of each pair's chosen and rejected responses:
+        `chosen_logps`, `rejected_logps` [P] (float32), plus the response lengths."""
+        chosen = torch.zeros(len(pairs), dtype=torch.float32)
+        rejected = torch.zeros(len(pairs), dtype=torch.float32)
+        for positions, mb in pair_micro_batches(pairs, max(1, math.ceil(len(pairs) / micro_batch_size))):
+            if len(mb) == 0:
+                continue
+            c, r = self._pair_sums(mb)
+            chosen[positions], rejected[positions] = c.float().cpu(), r.float().cpu()
+        return TensorBatch(
+            {
+                "chosen_logps": chosen,
+                "rejected_logps": rejected,
+                "chosen_lengths": pairs["chosen_mask"].sum(1).float(),
+                "rejected_lengths": pairs["rejected_mask"].sum(1).float(),
+            }
+        )
+
+    def _pair_sums(self, mb: TensorBatch, *, temperature: float = 1.0):
+        """One forward pass over the chosen and rejected responses of `mb` stacked as 2m rows
+        (the prompt repeated): summed response log-probs [m] of each."""
+        rows = stack_pair_rows(mb)
+        lp, _ = self._forward(rows, temperature, False)
+        mask = rows["response_mask"].to(lp.device, lp.dtype)
+        sums = (lp * mask).sum(1)
+        m = len(mb)
+        return sums[:m], sums[m:]
+
+    def reload(self, model_path: str) -> int:
+        """Score with the weights of another checkpoint folder from now on (the reference of a
+        DPO round that starts from the previous round's policy)."""
+        self.model_path = model_path
+        return self.init_model()
+
 
 class PolicyWorker(ReferenceWorker, WeightSource):
     """The trained policy: DeepSpeed ZeRO / DDP engine, PPO updates, checkpoints, weight export."""
@@ -201,6 +296,14 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         model = load_model(self.model_path, dtype="float32", device="cuda" if use_gpu else None)
         if s.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        merger = None
+        if s.merge:
+            from qwen25_rl.training.merging import build_merger
+
+            m = s.merge
+            merger = build_merger(
+                model, method=m["method"], base_model=m["base_model"], alpha=m["alpha"], keep=m["keep"], seed=s.seed, rescale=m["rescale"]
+            )
         self.engine = ENGINES[s.strategy](
             ResponseScorer(model, s.chunk_size),
             opt={"lr": s.lr, "betas": s.betas, "eps": s.eps, "weight_decay": s.weight_decay, "grad_clip": s.grad_clip},
@@ -208,6 +311,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
             grad_accumulation=1,
             bf16=s.bf16,
             world_size=self.world_size,
+            merger=merger,
         )
         self.scorer = self.engine.module
         self.device = next(self.scorer.parameters()).device
@@ -300,6 +404,90 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         metrics["policy/grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
         metrics["policy/lr"] = lr
         metrics["policy/optimizer_steps"] = float(len(grad_norms))
+        return metrics
+
+    def train_dpo(self, pairs: TensorBatch, settings: DPOSettings | dict, *, lr: float) -> dict[str, float]:
+        """One optimizer step on this rank's shard of the step's pairs. `pairs` (see
+        qwen25_rl.data.pairs.pair_batch) needs prompt/chosen/rejected ids+masks and the stored
+        or freshly computed `ref_chosen_logps` / `ref_rejected_logps` [P]. The loss is the sum of
+        per-pair losses over the GLOBAL pair count (and the RPO term over the global chosen
+        tokens), so the update does not depend on how pairs fall into micro-batches and ranks.
+        Returns metrics averaged over every pair of the step (all ranks)."""
+        from qwen25_rl.algorithms.dpo import dpo_loss
+
+        s = settings if isinstance(settings, DPOSettings) else DPOSettings(**settings)
+        for key in ("ref_chosen_logps", "ref_rejected_logps"):
+            if key not in pairs.tensors:
+                raise ValueError(f"train_dpo needs {key} in the pair batch (stored or computed by the reference workers)")
+        self.engine.train(True)
+        # Tokens the step's forward passes read: the prompt twice (once per side) + both responses.
+        tokens = 2 * pairs["prompt_mask"].sum() + pairs["chosen_mask"].sum() + pairs["rejected_mask"].sum()
+        n_pairs, n_chosen_tok, n_tokens = self._all_reduce([float(len(pairs)), float(pairs["chosen_mask"].sum()), float(tokens)])
+        local_micro = max(1, math.ceil(len(pairs) / self.settings.micro_batch_size))
+        # Every rank runs the same number of backward passes (see train); a rank with fewer
+        # pairs repeats one micro-batch with zero weight.
+        n_micro = int(self._all_reduce([float(local_micro)], op="max")[0])
+        micros = [(mb, 1.0) for _, mb in pair_micro_batches(pairs, local_micro) if len(mb)]
+        while len(micros) < n_micro:
+            micros.append((micros[0][0], 0.0))
+        self.engine.set_grad_accumulation(n_micro)
+        sums: dict[str, float] = {}
+        added: dict[str, float] = {}
+        norm = None
+        for i, (mb, weight) in enumerate(micros):
+            last = i == n_micro - 1
+            with self.engine.micro_batch(last):
+                mb = mb.to(self.device)
+                chosen, rejected = self._pair_sums(mb)
+                out = dpo_loss(
+                    chosen,
+                    rejected,
+                    mb["ref_chosen_logps"],
+                    mb["ref_rejected_logps"],
+                    beta=s.beta,
+                    loss_type=s.loss_type,
+                    label_smoothing=s.label_smoothing,
+                    length_normalize=s.length_normalize,
+                    chosen_lengths=mb["chosen_mask"].sum(1),
+                    rejected_lengths=mb["rejected_mask"].sum(1),
+                    rpo_alpha=s.rpo_alpha,
+                    num_pairs=n_pairs,
+                    num_chosen_tokens=max(n_chosen_tok, 1.0),
+                )
+                self.engine.backward(out.loss * self.world_size * weight)
+            norm = self.engine.after_micro_batch(last, lr)
+            if not weight:
+                continue
+            with torch.no_grad():
+                d_chosen = chosen.detach() - mb["ref_chosen_logps"]
+                d_rejected = rejected.detach() - mb["ref_rejected_logps"]
+                margins = s.beta * (d_chosen - d_rejected)
+                stats = {
+                    # Per-pair means, weighted by the micro-batch's pairs; loss terms add up.
+                    "reward_accuracy": float((margins > 0).float().sum()),
+                    "reward_margin": float(margins.sum()),
+                    "reward_chosen": float(s.beta * d_chosen.sum()),
+                    "reward_rejected": float(s.beta * d_rejected.sum()),
+                    "logps/chosen": float(chosen.detach().sum()),
+                    "logps/rejected": float(rejected.detach().sum()),
+                    "logps/chosen_minus_ref": float(d_chosen.sum()),
+                    "logps/rejected_minus_ref": float(d_rejected.sum()),
+                }
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            # Loss terms are already normalised by the step's global counts: they add up.
+            added["loss"] = added.get("loss", 0.0) + float(out.loss.detach())
+            for k in ("loss/preference", "nll"):
+                if k in out.metrics:
+                    added[k] = added.get(k, 0.0) + float(out.metrics[k])
+        s_keys, a_keys = sorted(sums), sorted(added)
+        reduced = self._all_reduce([sums[k] for k in s_keys] + [added[k] for k in a_keys])
+        metrics = {f"dpo/{k}": v / max(n_pairs, 1.0) for k, v in zip(s_keys, reduced)}
+        metrics |= {f"dpo/{k}": v for k, v in zip(a_keys, reduced[len(s_keys) :])}
+        metrics["dpo/pairs"] = n_pairs
+        metrics["dpo/tokens"] = n_tokens
+        metrics["policy/grad_norm"] = float(norm) if norm is not None else float("nan")
+        metrics["policy/lr"] = lr
         return metrics
 
     def _micro_loss(self, mb: TensorBatch, loss: LossSettings, n_tok: float, n_seq: float, width: int):

@@ -1,4 +1,5 @@
-"""`qwen25-rl grpo`: online RL on Ray (policy, reference, rollout and reward workers)."""
+"""`qwen25-rl grpo` (online RL) and `qwen25-rl dpo` (offline RL) on Ray: policy, reference,
+rollout and reward workers."""
 
 from __future__ import annotations
 
@@ -18,6 +19,22 @@ from qwen25_rl.cli import arg, cli_command
 )
 def grpo(args: argparse.Namespace) -> int:
     from qwen25_rl.stages.grpo import main
+
+    run_dir = main(args.config, args.overrides)
+    print(json.dumps({"run_dir": str(run_dir), "final": str(run_dir / "final")}))
+    return 0
+
+
+@cli_command(
+    "dpo",
+    help="Offline RL: DPO on a pair file, or on pairs from rejection sampling (vLLM rollouts scored by the reward pool) in rounds.",
+    arguments=[
+        arg("--config", required=True, help="stage YAML file (stage: dpo)"),
+        arg("overrides", nargs="*", help="key.sub=value overrides"),
+    ],
+)
+def dpo(args: argparse.Namespace) -> int:
+    from qwen25_rl.stages.dpo import main
 
     run_dir = main(args.config, args.overrides)
     print(json.dumps({"run_dir": str(run_dir), "final": str(run_dir / "final")}))

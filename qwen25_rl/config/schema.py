@@ -142,7 +142,12 @@ STAGE_CONFIGS: dict[str, type[StageConfig]] = {"base": StageConfig}
 
 # Modules whose import registers a stage config; `stage: NAME` in a file imports them on demand.
 # Add a stage's config module here when the stage lands.
-STAGE_CONFIG_MODULES: list[str] = ["qwen25_rl.pretrain.config", "qwen25_rl.stages.grpo_config", "qwen25_rl.commands.reward"]
+STAGE_CONFIG_MODULES: list[str] = [
+    "qwen25_rl.pretrain.config",
+    "qwen25_rl.stages.grpo_config",
+    "qwen25_rl.stages.dpo_config",
+    "qwen25_rl.commands.reward",
+]
 
 C = TypeVar("C", bound=type[StageConfig])
 

@@ -8,7 +8,6 @@ weights to the rollout workers (policy version + 1) -> log, evaluate, checkpoint
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,20 +15,18 @@ import torch
 
 from qwen25_rl.actors.policy import LossSettings
 from qwen25_rl.algorithms import compute_advantages
-from qwen25_rl.checkpointing import atomic_write, mark_complete, prune, resolve_resume, staging
+from qwen25_rl.checkpointing import resolve_resume, staging
 from qwen25_rl.config.loader import load_config
 from qwen25_rl.data.prompts import PromptSampler, load_prompts
-from qwen25_rl.errors import UserValueError
 from qwen25_rl.metrics import StepLogger
-from qwen25_rl.models import initial_model_folder, load_tokenizer
+from qwen25_rl.models import load_tokenizer
 from qwen25_rl.ray_utils import init_ray
 from qwen25_rl.runs import RunDir, stage_run
 from qwen25_rl.stages.grpo_cluster import RLCluster
 from qwen25_rl.stages.grpo_collector import GroupCollector, PendingStep, evaluate
 from qwen25_rl.stages.grpo_config import GRPOConfig
+from qwen25_rl.stages.rl_run import load_state, prepare_initial_model, save_checkpoint
 from qwen25_rl.training.schedule import PhaseSchedule
-
-STATE_FILE = "trainer_state.json"
 
 
 def run_grpo(cfg: GRPOConfig) -> Path:
@@ -69,7 +66,7 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
         run.mark_started()  # inputs checked, workers up: from here on the run folder stays
         state = {"step": 0, "sampler_position": 0, "policy_version": 0}
         if ckpt is not None:
-            state = json.loads((ckpt / STATE_FILE).read_text())
+            state = load_state(ckpt)
             cluster.load(str(ckpt / "policy"))
             cluster.sync_weights(state["policy_version"])
         sampler = PromptSampler(len(train_records), cfg.data.seed, cfg.data.shuffle, state["sampler_position"])
@@ -127,7 +124,13 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
             if cfg.checkpoint.every_n_steps and done % cfg.checkpoint.every_n_steps == 0:
                 # The next step's prompts were already taken when generation runs ahead.
                 position = pending.sampler_position if pending is not None else sampler.position
-                save_checkpoint(run, cluster, cfg, str(model_path), {"step": done, "sampler_position": position, "policy_version": version})
+                save_checkpoint(
+                    run,
+                    cluster,
+                    cfg.checkpoint.keep_last,
+                    str(model_path),
+                    {"step": done, "sampler_position": position, "policy_version": version},
+                )
 
         if cfg.checkpoint.save_final:
             with staging(run.final) as tmp:
@@ -195,29 +198,6 @@ def loss_settings(cfg: GRPOConfig) -> LossSettings:
         tis_high=a.importance_correction.high,
         max_response_length=cfg.rollout.max_new_tokens,
     )
-
-
-# -- model, checkpoints ------------------------------------------------------------------------
-
-
-def prepare_initial_model(cfg: GRPOConfig, run: RunDir) -> Path:
-    """The policy's starting weights: a checkpoint folder, or a preset initialised once in the
-    run folder (which needs `tokenizer.path`)."""
-    if cfg.model.path is None and not cfg.tokenizer.path:
-        raise UserValueError("model.preset needs tokenizer.path (a tokenizer folder) to size the vocabulary")
-    return initial_model_folder(cfg.model, cfg.tokenizer.path or "", run.path)
-
-
-def save_checkpoint(run: RunDir, cluster: RLCluster, cfg: GRPOConfig, tokenizer_path: str, state: dict) -> Path:
-    """checkpoints/step_N: the policy workers' state and the loop's, published whole with its
-    COMPLETE marker (qwen25_rl.checkpointing); older ones beyond keep_last removed."""
-    dest = run.checkpoint_dir(state["step"])
-    with staging(dest) as tmp:
-        cluster.save(str(tmp / "policy"), tokenizer_path)
-        atomic_write(tmp / STATE_FILE, json.dumps(state))
-        mark_complete(tmp)
-    prune(run.checkpoints, cfg.checkpoint.keep_last)
-    return dest
 
 
 def main(config_path: str, overrides: list[str]) -> Path:

@@ -1,9 +1,10 @@
-"""The workers of an online-RL run and what the GRPO controller asks of them.
+"""The workers of an RL run and what the GRPO and DPO controllers ask of them.
 
-`RLCluster` builds the policy, reference (only when a KL term needs it) and rollout worker
-groups from a GRPO config, wires the weight-sync transport, and offers the controller a few
-verbs: generate, score, train, sync, save, load. Each verb fans out to the right group; the
-controller never touches an actor directly.
+`RLCluster` builds the policy, reference (GRPO: only when a KL term needs it; DPO: always) and
+rollout worker groups from a stage config (GRPO's or DPO's: they share these sections), wires
+the weight-sync transport, and offers the controller a few verbs: generate, score, train,
+sync, save, load. Each verb fans out to the right group; the controller never touches an
+actor directly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import ray
 
-from qwen25_rl.actors.policy import LossSettings, PolicyWorker, ReferenceWorker, TrainSettings
+from qwen25_rl.actors.policy import DPOSettings, LossSettings, PolicyWorker, ReferenceWorker, TrainSettings
 from qwen25_rl.actors.rollout import RolloutWorker, SamplingSettings
 from qwen25_rl.actors.weight_sync import get_weight_sync
 from qwen25_rl.actors.worker_group import WorkerGroup
@@ -32,9 +33,15 @@ class PendingRollout:
 
 
 class RLCluster:
-    def __init__(self, cfg: GRPOConfig, model_path: str, *, name: str = "grpo"):
+    def __init__(
+        self, cfg: GRPOConfig, model_path: str, *, name: str = "grpo", with_reference: bool | None = None, with_rollout: bool = True
+    ):
         self.cfg = cfg
         self.model_path = model_path
+        # None: a reference only where GRPO's KL term needs one.
+        self.with_reference = cfg.algorithm.kl_coef > 0 if with_reference is None else with_reference
+        # Offline DPO on a pair file without evaluation generates nothing: no rollout engine.
+        self.with_rollout = with_rollout
         self.groups: list[WorkerGroup] = []
         try:
             self._build(name)
@@ -58,6 +65,7 @@ class RLCluster:
             gradient_checkpointing=cfg.model.gradient_checkpointing,
             chunk_size=p.chunk_size,
             seed=cfg.seed,
+            merge=merge_settings(cfg.optimizer),
         )
         common = {"strategy": cfg.ray.placement_strategy, "placement_timeout_s": cfg.ray.placement_timeout_s}
         self.policy = self._add(
@@ -73,7 +81,7 @@ class RLCluster:
             )
         )
         self.reference = None
-        if cfg.algorithm.kl_coef > 0:
+        if self.with_reference:
             r = cfg.reference
             self.reference = self._add(
                 WorkerGroup(
@@ -87,7 +95,11 @@ class RLCluster:
                     **common,
                 )
             )
+        self.rollout = None
         ro = cfg.rollout
+        if not self.with_rollout:
+            self.num_parameters = ray.get(self._init_models())[0]
+            return
         engine_kwargs: dict[str, Any] = {"max_model_len": ro.max_model_len, "seed": cfg.seed}
         if ro.engine == "vllm":
             engine_kwargs |= {
@@ -113,12 +125,14 @@ class RLCluster:
                 **common,
             )
         )
-        # Models load in parallel on every group.
-        refs = self.policy.run_async("init_model") + (self.reference.run_async("init_model") if self.reference else [])
-        self.num_parameters = ray.get(refs)[0]
+        self.num_parameters = ray.get(self._init_models())[0]
         ws = cfg.weight_sync
         self.sync = get_weight_sync(ws.transport, **({"bucket_mb": ws.bucket_mb} if ws.transport == "broadcast" else {}))
         self.sync.setup(self.policy, self.rollout)
+
+    def _init_models(self) -> list[ray.ObjectRef]:
+        # Models load in parallel on every group.
+        return self.policy.run_async("init_model") + (self.reference.run_async("init_model") if self.reference else [])
 
     def _add(self, group: WorkerGroup) -> WorkerGroup:
         self.groups.append(group)
@@ -152,7 +166,7 @@ class RLCluster:
 
     def reference_log_probs(self, batch: TensorBatch, temperature: float) -> TensorBatch:
         if self.reference is None:
-            raise RuntimeError("no reference workers: algorithm.kl_coef is 0")
+            raise RuntimeError("no reference workers in this run (GRPO: algorithm.kl_coef is 0)")
         parts = self.reference.run_sharded(
             "log_probs", batch, temperature=temperature, micro_batch_size=self.cfg.reference.micro_batch_size
         )
@@ -161,7 +175,29 @@ class RLCluster:
     def train(self, batch: TensorBatch, loss: LossSettings, lr: float, seed: int) -> dict[str, float]:
         return self.policy.run_sharded("train", batch, loss=loss, lr=lr, seed=seed)[0]
 
+    def reference_pair_log_probs(self, pairs: TensorBatch) -> TensorBatch:
+        """Summed reference log-probs of each pair's chosen and rejected response (DPO)."""
+        if self.reference is None:
+            raise RuntimeError("no reference workers in this run")
+        parts = self.reference.run_sharded("pair_log_probs", pairs, micro_batch_size=self.cfg.reference.micro_batch_size)
+        return TensorBatch.cat(parts)
+
+    def policy_pair_log_probs(self, pairs: TensorBatch) -> TensorBatch:
+        parts = self.policy.run_sharded("pair_log_probs", pairs, micro_batch_size=self.cfg.policy.micro_batch_size)
+        return TensorBatch.cat(parts)
+
+    def train_dpo(self, pairs: TensorBatch, settings: DPOSettings, lr: float) -> dict[str, float]:
+        return self.policy.run_sharded("train_dpo", pairs, settings=settings, lr=lr)[0]
+
+    def reload_reference(self, model_path: str) -> None:
+        """Point the reference workers at another checkpoint folder (a DPO round's start)."""
+        if self.reference is None:
+            raise RuntimeError("no reference workers in this run")
+        self.reference.run("reload", model_path)
+
     def sync_weights(self, version: int) -> float:
+        if self.rollout is None:
+            return 0.0
         return self.sync.sync(self.policy, self.rollout, version)
 
     def rollout_versions(self) -> list[int]:
@@ -179,3 +215,18 @@ class RLCluster:
         for g in reversed(self.groups):
             g.shutdown()
         self.groups = []
+
+
+def merge_settings(optimizer) -> dict | None:
+    """The policy workers' Online Merging Optimizer settings from an optimizer section (DPO's
+    has `name: ondare | onties`; GRPO's AdamW section has none)."""
+    name = getattr(optimizer, "name", "adamw")
+    if name == "adamw":
+        return None
+    return {
+        "method": name,
+        "base_model": optimizer.base_model,
+        "alpha": optimizer.merge_alpha,
+        "keep": optimizer.merge_keep,
+        "rescale": optimizer.merge_rescale,
+    }
