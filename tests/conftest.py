@@ -72,6 +72,22 @@ def local_ray():
 
 
 @pytest.fixture(scope="session")
+def chain():
+    """The tiny pretrain -> SFT chain of the arithmetic task (tests/arithmetic_chain.py), run once
+    per session. Our own folder, not pytest's tmp_path: pytest deletes old basetemp folders when
+    other sessions start, which on a shared machine can pull the data from under a running stage."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from arithmetic_chain import run_chain
+
+    root = Path(tempfile.mkdtemp(prefix="qwen25-chain-"))
+    yield from run_chain(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A BPE tokenizer trained once per session on the built-in corpus."""
     from qwen25_rl.models.tokenizer import build_tokenizer, builtin_corpus

@@ -1,5 +1,5 @@
-"""`ray job submit` against a real `ray start --head`: the tiny GRPO run as a Ray job, its
-status, its metrics file and its Ray metrics on the node's Prometheus endpoint."""
+"""`ray job submit` against a real `ray start --head`: the tiny GRPO and DPO runs as Ray jobs,
+their status, their metrics files and their Ray metrics on the node's Prometheus endpoint."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
     """A head node of our own: `ray start --head --block` in its own process group, so stopping
     it kills exactly its processes (`ray stop` would kill every Ray on the machine)."""
@@ -122,26 +122,73 @@ def test_grpo_runs_as_a_submitted_ray_job(ray_head, tiny_model_dir, digit_task, 
         },
     )
     entry = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "qwen25_rl", "grpo", "--config", "configs/tiny/grpo.yaml", *overrides])
+    status, logs, seen_gauge = submit_and_wait(
+        address, metrics_port, "qwen25-grpo-test", entry, shadowing_folder, "ray_qwen25_rl_grpo_reward_mean"
+    )
+    assert status == "SUCCEEDED", f"{status}\n{logs[-4000:]}"
+
+    rows = read_metrics(out / "job" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all("reward/mean" in r for r in rows)
+    assert (out / "job" / "checkpoints" / "step_3" / "COMPLETE").is_file()
+    # The driver prints one JSON summary line at the end; actor output (streamed to the driver
+    # asynchronously, e.g. a progress bar of the final save) may still arrive after it.
+    summaries = [json.loads(line) for line in logs.splitlines() if line.startswith('{"run_dir"')]
+    assert len(summaries) == 1 and summaries[0]["run_dir"].endswith("job"), logs[-4000:]
+    assert seen_gauge, "the run's Ray metrics never reached the node's Prometheus endpoint"
+    assert "was imported instead of" not in logs
+
+
+def test_dpo_runs_as_a_submitted_ray_job(ray_head, tiny_model_dir, digit_task, tmp_path, shadowing_folder):
+    """One sampling round of the tiny DPO stage (vLLM rollouts, DeepSpeed policy) as a Ray job."""
+    address, metrics_port = ray_head
+    out = tmp_path / "runs"
+    # The letter-e share: graded from the first sample on, so a random model's groups are not all tied.
+    reward = "[{type: custom, name: e, params: {path: '" + str(digit_task / "digit_reward.py") + ":letter_e_fraction', isolation: thread}}]"
+    overrides = {
+        "model.path": str(tiny_model_dir),
+        "data.train_files": f"[{digit_task / 'train.jsonl'}]",
+        "data.eval_files": "[]",
+        "data.prompt_key": "prompt",
+        "reward.functions": reward,
+        "reward.pool.num_cpus_per_worker": 0.25,
+        "rollout.samples_per_prompt": 4,
+        "rollout.max_new_tokens": 16,
+        "rollout.max_model_len": 256,
+        "algorithm.rounds": 1,
+        "algorithm.prompts_per_round": 8,
+        "algorithm.pairs_per_step": 4,
+        "algorithm.pairing.rule": "best_vs_worst",
+        "eval.at_start": False,
+        "checkpoint.every_n_steps": 1,
+        "logging.output_dir": str(out),
+        "logging.run_name": "dpo-job",
+        "logging.tensorboard": False,
+    }
+    args = [f"{k}={v}" for k, v in overrides.items()]
+    entry = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "qwen25_rl", "dpo", "--config", "configs/tiny/dpo.yaml", *args])
+    status, logs, seen_gauge = submit_and_wait(
+        address, metrics_port, "qwen25-dpo-test", entry, shadowing_folder, "ray_qwen25_rl_dpo_dpo_loss"
+    )
+    assert status == "SUCCEEDED", f"{status}\n{logs[-4000:]}"
+    rows = read_metrics(out / "dpo-job" / "metrics.jsonl")
+    assert rows and all("dpo/loss" in r for r in rows) and rows[0]["round/pairs"] > 0
+    assert (out / "dpo-job" / "rounds" / "round_0" / "pairs.jsonl").is_file()
+    assert (out / "dpo-job" / "final" / "model.safetensors").is_file()
+    summaries = [json.loads(line) for line in logs.splitlines() if line.startswith('{"run_dir"')]
+    assert len(summaries) == 1 and summaries[0]["run_dir"].endswith("dpo-job"), logs[-4000:]
+    assert seen_gauge, "the run's Ray metrics never reached the node's Prometheus endpoint"
+
+
+def submit_and_wait(address: str, metrics_port: int, submission_id: str, entry: str, workdir, gauge: str) -> tuple[str, str, bool]:
+    """Submit `entry` as a job from `workdir`, poll its status (and the node's metrics endpoint
+    for `gauge`) until it ends; returns (status, logs, whether the gauge was seen)."""
     # The job agent on the node can come up a little after the dashboard: retry, bounded.
     t_submit = time.time()
     for _ in range(20):
         submit = subprocess.run(
-            [
-                str(BIN / "ray"),
-                "job",
-                "submit",
-                "--address",
-                address,
-                "--no-wait",
-                "--working-dir",
-                str(shadowing_folder),
-                "--submission-id",
-                "qwen25-grpo-test",
-                "--",
-                "bash",
-                "-c",
-                entry,
-            ],
+            [str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait", "--working-dir", str(workdir)]
+            + ["--submission-id", submission_id, "--", "bash", "-c", entry],
             capture_output=True,
             text=True,
             timeout=300,
@@ -157,11 +204,11 @@ def test_grpo_runs_as_a_submitted_ray_job(ray_head, tiny_model_dir, digit_task, 
     deadline = time.time() + 900
     status = ""
     while time.time() < deadline:
-        status = job_status(address, "qwen25-grpo-test")
+        status = job_status(address, submission_id)
         if not seen_gauge:
             try:
                 text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-                seen_gauge = "ray_qwen25_rl_grpo_reward_mean" in text
+                seen_gauge = gauge in text
             except OSError:
                 pass
         if status not in seen_status:
@@ -169,17 +216,6 @@ def test_grpo_runs_as_a_submitted_ray_job(ray_head, tiny_model_dir, digit_task, 
         if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             break
         time.sleep(3)
-    logs = job_cli(address, "logs", "qwen25-grpo-test").stdout
+    logs = job_cli(address, "logs", submission_id).stdout
     print(f"job status first seen (s after submit): {seen_status}\n{logs}")
-    assert status == "SUCCEEDED", f"{status}\n{logs[-4000:]}"
-
-    rows = read_metrics(out / "job" / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    assert all("reward/mean" in r for r in rows)
-    assert (out / "job" / "checkpoints" / "step_3" / "COMPLETE").is_file()
-    # The driver prints one JSON summary line at the end; actor output (streamed to the driver
-    # asynchronously, e.g. a progress bar of the final save) may still arrive after it.
-    summaries = [json.loads(line) for line in logs.splitlines() if line.startswith('{"run_dir"')]
-    assert len(summaries) == 1 and summaries[0]["run_dir"].endswith("job"), logs[-4000:]
-    assert seen_gauge, "the run's Ray metrics never reached the node's Prometheus endpoint"
-    assert "was imported instead of" not in logs
+    return status, logs, seen_gauge

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -146,6 +147,14 @@ def test_sampled_rounds_store_pairs_with_the_samplers_reference_log_probs(tiny_m
         for stored, ref in zip(stored_sums(pair_file), reference_sums(model, pair_file)):
             assert stored == pytest.approx(ref, abs=SUM_LOGPROB_TOL)
     assert (run / "final" / "model.safetensors").is_file()
+
+    # A round's pair file is a pair file: `pairs` mode trains on it with its stored reference.
+    round_0 = run / "rounds" / "round_0" / "pairs.jsonl"
+    dpo(dpo_overrides(tiny_model_dir, digit_task, tmp_path, "again", **{"data.mode": "pairs", "data.train_files": f"[{round_0}]"}))
+    again = read_metrics(tmp_path / "again" / "metrics.jsonl")
+    assert "time/reference_s" not in again[0], "the stored reference log-probs were computed again"
+    # The file's reference is the starting model, which the policy still is at step 1: h = 0.
+    assert again[0]["dpo/loss"] == pytest.approx(math.log(2), abs=1e-4)
 
 
 def test_stored_reference_log_probs_give_the_same_steps_as_online_ones(tiny_model_dir, digit_task, tmp_path):
