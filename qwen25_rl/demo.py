@@ -1,10 +1,11 @@
 """`make demo`: the tiny Qwen2.5 recipe end to end on one embedded local Ray, on 2 CPU cores.
 
     synthetic data -> BPE tokenizer -> pretraining (general + long-context phase, Ray Train +
-    DeepSpeed) -> chat SFT (Ray Train) -> GRPO (vLLM rollout, DeepSpeed policy and math
-    verifier reward workers as Ray actors) -> held-out accuracy before and after RL
+    DeepSpeed) -> chat SFT (Ray Train) -> offline RL (DPO on rejection-sampled pairs, two
+    rounds) -> online RL (GRPO; vLLM rollout, DeepSpeed policy and math verifier reward workers
+    as Ray actors) -> held-out accuracy before and after each RL stage
 
-The stages are the ones `qwen25-rl pretrain|sft|grpo` run, from the same `configs/tiny/*.yaml`,
+The stages are the ones `qwen25-rl pretrain|sft|dpo|grpo` run, from the same `configs/tiny/*.yaml`,
 with their folders moved under the demo's output folder (default `runs/demo`, recreated on
 every run) so that each stage reads the one before it. All stages share one Ray instance
 (its dashboard URL is printed) and each writes its own run folder: resolved config,
@@ -28,9 +29,14 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("pretrain", "sft", "grpo")
+STAGES = ("pretrain", "sft", "dpo", "grpo")
 # The tiny configs chain through these folders; the demo moves them under its own.
-TINY_PATHS = {"runs/data/synthetic-tiny": "data", "runs/tiny-pretrain/final": "pretrain/final", "runs/tiny-sft/final": "sft/final"}
+TINY_PATHS = {
+    "runs/data/synthetic-tiny": "data",
+    "runs/tiny-pretrain/final": "pretrain/final",
+    "runs/tiny-sft/final": "sft/final",
+    "runs/tiny-dpo/final": "dpo/final",
+}
 
 
 def _relocate(value: Any, out: Path) -> Any:
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = split_overrides(args.overrides)
     out = Path(args.out).resolve()
-    # Validate all three configs before any work, so a typo fails in a second, not at GRPO.
+    # Validate every stage's config before any work, so a typo fails in a second, not at GRPO.
     cfgs = {s: stage_config(s, out, overrides[s], not args.no_dashboard) for s in STAGES}
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from qwen25_rl.pretrain.driver import run_pretrain, run_sft
     from qwen25_rl.ray_utils import init_ray
     from qwen25_rl.runs import read_metrics
+    from qwen25_rl.stages.dpo import run_dpo
     from qwen25_rl.stages.grpo import run_grpo
 
     # One Ray for the whole pipeline, sized for its largest stage (GRPO's actors).
@@ -105,15 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, float] = {}
     t0 = time.time()
     try:
-        print("\n== [1/3] pretraining: synthetic corpus, BPE tokenizer, general + long-context phases ==", flush=True)
+        print("\n== [1/4] pretraining: synthetic corpus, BPE tokenizer, general + long-context phases ==", flush=True)
         t = time.time()
         pre = run_pretrain(cfgs["pretrain"])
         times["pretrain"] = time.time() - t
-        print("\n== [2/3] SFT: ChatML conversations, loss on assistant tokens ==", flush=True)
+        print("\n== [2/4] SFT: ChatML conversations, loss on assistant tokens ==", flush=True)
         t = time.time()
         sft = run_sft(cfgs["sft"])
         times["sft"] = time.time() - t
-        print("\n== [3/3] GRPO: vLLM rollouts, DeepSpeed policy, math-verifier rewards ==", flush=True)
+        print("\n== [3/4] DPO: rejection sampling on vLLM, math-verifier pairs, two rounds ==", flush=True)
+        t = time.time()
+        dpo_dir = run_dpo(cfgs["dpo"])
+        times["dpo"] = time.time() - t
+        print("\n== [4/4] GRPO: vLLM rollouts, DeepSpeed policy, math-verifier rewards ==", flush=True)
         t = time.time()
         grpo_dir = run_grpo(cfgs["grpo"])
         times["grpo"] = time.time() - t
@@ -122,9 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pre_rows = read_metrics(pre.run_dir / "metrics.jsonl")
     sft_rows = read_metrics(sft.run_dir / "metrics.jsonl")
+    dpo_rows = read_metrics(dpo_dir / "metrics.jsonl")
     grpo_rows = read_metrics(grpo_dir / "metrics.jsonl")
-    evals = [r for r in grpo_rows if "eval/accuracy" in r]
-    before, after = (evals[0], evals[-1]) if len(evals) >= 2 else (None, None)
     print("\n== summary ==")
     print(
         f"pretrain  {times['pretrain']:6.0f}s  {pre.steps} steps, train loss {_fmt(_last(pre_rows, 'loss'))}, "
@@ -134,17 +144,27 @@ def main(argv: list[str] | None = None) -> int:
         f"sft       {times['sft']:6.0f}s  {sft.steps} steps, train loss {_fmt(_last(sft_rows, 'loss'))}, "
         f"held-out loss {_fmt(_last(sft_rows, 'eval_loss'))}"
     )
+    pairs = [int(r["round/pairs"]) for r in dpo_rows if "round/pairs" in r]
+    print(f"dpo       {times['dpo']:6.0f}s  {len(dpo_rows) - 1} steps, pairs per round {pairs}{_accuracy_change(dpo_rows)}")
     rewards = [r["reward/mean"] for r in grpo_rows if "reward/mean" in r]
-    line = f"grpo      {times['grpo']:6.0f}s  {len(rewards)} steps, reward {_fmt(rewards[0] if rewards else None)} -> {_fmt(rewards[-1] if rewards else None)}"
-    if before and after:
-        line += (
-            f", held-out accuracy {before['eval/accuracy']:.3f} (step {before['step']}) -> "
-            f"{after['eval/accuracy']:.3f} (step {after['step']})"
-        )
-    print(line)
+    print(
+        f"grpo      {times['grpo']:6.0f}s  {len(rewards)} steps, reward {_fmt(rewards[0] if rewards else None)} -> "
+        f"{_fmt(rewards[-1] if rewards else None)}{_accuracy_change(grpo_rows)}"
+    )
     print(f"total {time.time() - t0:.0f}s; final model (HF format, loads in vLLM): {grpo_dir / 'final'}")
     print(f"TensorBoard: tensorboard --logdir {out}")
     return 0
+
+
+def _accuracy_change(rows: list[dict]) -> str:
+    """ ", held-out accuracy A (step 0) -> B (step N)" from a stage's evaluation rows."""
+    evals = [r for r in rows if "eval/accuracy" in r]
+    if len(evals) < 2:
+        return ""
+    before, after = evals[0], evals[-1]
+    return (
+        f", held-out accuracy {before['eval/accuracy']:.3f} (step {before['step']}) -> {after['eval/accuracy']:.3f} (step {after['step']})"
+    )
 
 
 def _rope_theta(final: Path | None) -> str:

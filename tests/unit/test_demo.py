@@ -13,12 +13,14 @@ def test_each_stage_reads_the_previous_stages_output_under_the_demo_folder(tmp_p
     assert cfgs["pretrain"].data.synthetic.out_dir == str(tmp_path / "data")
     assert all(f.startswith(str(tmp_path / "data")) for src in cfgs["pretrain"].data.sources for f in src.files)
     assert cfgs["sft"].model.path == str(tmp_path / "pretrain" / "final")
-    assert cfgs["grpo"].model.path == str(tmp_path / "sft" / "final")
+    assert cfgs["dpo"].model.path == str(tmp_path / "sft" / "final")
+    assert cfgs["grpo"].model.path == str(tmp_path / "dpo" / "final")
+    assert cfgs["dpo"].data.train_files == [str(tmp_path / "data" / "arithmetic_train.jsonl")]
     assert cfgs["grpo"].data.train_files == [str(tmp_path / "data" / "arithmetic_train.jsonl")]
     for stage, cfg in cfgs.items():
         assert (cfg.logging.output_dir, cfg.logging.run_name) == (str(tmp_path), stage)
-    # The baseline row makes the demo's before/after accuracy.
-    assert cfgs["grpo"].eval.at_start
+    # The baseline rows make the demo's before/after accuracy of each RL stage.
+    assert cfgs["grpo"].eval.at_start and cfgs["dpo"].eval.at_start
 
 
 def test_overrides_go_to_the_stage_they_name(tmp_path):
@@ -28,7 +30,7 @@ def test_overrides_go_to_the_stage_they_name(tmp_path):
     assert by_stage["sft"] == []
 
 
-@pytest.mark.parametrize("bad", ["algorithm.total_steps=3", "dpo.beta=0.1", "grpo.total_steps"])
+@pytest.mark.parametrize("bad", ["algorithm.total_steps=3", "rm.beta=0.1", "grpo.total_steps"])
 def test_an_override_without_a_known_stage_prefix_is_refused(bad):
     with pytest.raises(SystemExit, match="expected STAGE.key=value"):
         split_overrides([bad])
