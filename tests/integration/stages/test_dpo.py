@@ -52,6 +52,9 @@ def dpo_overrides(model_dir, task_dir, out_dir, run_name: str, **extra) -> list[
         "algorithm.pairs_per_step": 4,
         "algorithm.pairing.rule": "best_vs_worst",
         "algorithm.pairing.prefer_shorter": False,
+        "algorithm.pairing.pairs_per_prompt": 1,
+        "algorithm.rpo_alpha": 0.0,
+        "algorithm.reference": "initial",
         "optimizer.lr": 1.0e-3,
         "eval.at_start": False,
         "checkpoint.every_n_steps": "null",
@@ -154,7 +157,7 @@ def test_sampled_rounds_store_pairs_with_the_samplers_reference_log_probs(tiny_m
     again = read_metrics(tmp_path / "again" / "metrics.jsonl")
     assert "time/reference_s" not in again[0], "the stored reference log-probs were computed again"
     # The file's reference is the starting model, which the policy still is at step 1: h = 0.
-    assert again[0]["dpo/loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert again[0]["dpo/loss/preference"] == pytest.approx(math.log(2), abs=1e-4)
 
 
 def test_stored_reference_log_probs_give_the_same_steps_as_online_ones(tiny_model_dir, digit_task, tmp_path):
