@@ -27,7 +27,13 @@ def test_step_order_is_a_seeded_permutation_per_epoch():
 
 
 def test_planned_steps_cover_the_most_pairs_the_rounds_can_form():
-    cfg = load_config(TINY, ["algorithm.rounds=3", "algorithm.prompts_per_round=20", "algorithm.pairs_per_step=8"], schema=DPOConfig)
+    settings = [
+        "algorithm.rounds=3",
+        "algorithm.prompts_per_round=20",
+        "algorithm.pairs_per_step=8",
+        "algorithm.pairing.pairs_per_prompt=1",
+    ]
+    cfg = load_config(TINY, settings, schema=DPOConfig)
     assert planned_steps(cfg, 0) == 3 * 3
     pairs = load_config(TINY, ["data.mode=pairs", "algorithm.rounds=1", "algorithm.epochs_per_round=2"], schema=DPOConfig)
     assert planned_steps(pairs, 20) == 5
