@@ -35,7 +35,9 @@ def test_planned_steps_cover_the_most_pairs_the_rounds_can_form():
     ]
     cfg = load_config(TINY, settings, schema=DPOConfig)
     assert planned_steps(cfg, 0) == 3 * 3
-    pairs = load_config(TINY, ["data.mode=pairs", "algorithm.rounds=1", "algorithm.epochs_per_round=2"], schema=DPOConfig)
+    pairs = load_config(
+        TINY, ["data.mode=pairs", "algorithm.rounds=1", "algorithm.epochs_per_round=2", "algorithm.pairs_per_step=8"], schema=DPOConfig
+    )
     assert planned_steps(pairs, 20) == 5
 
 
