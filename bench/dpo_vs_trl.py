@@ -14,9 +14,13 @@ ours-online, trl, ...):
     ours-online     `qwen25-rl dpo` with algorithm.reference_mode=online: a reference forward
                     in every step
 
-The data set holds exactly steps x pairs-per-step pairs, so every system trains one epoch and a
-pre-computed reference pass covers exactly the pairs the run trains on. A system's step time is
-the median over all runs' steps after `--warmup`:
+Both read the same pair file (text; the prompt's tokens, then the response's and the EOS token:
+TRL's non-conversational format, ours with data.apply_chat_template false), in the same order
+(both shuffle with seed 0) from the same initial weights, so their per-step losses agree to
+~1e-6 (printed). The file holds exactly steps x pairs-per-step pairs, so every system trains one
+epoch and a pre-computed reference pass covers exactly the pairs the run trains on. Everything
+a step computes is in one micro-batch unless `--micro` splits it (both systems alike). A
+system's step time is the median over all runs' steps after `--warmup`:
 
     TRL   on_step_begin -> on_step_end of a TrainerCallback (forward(s), backward, clipping,
           optimizer step; its collator and logging fall outside)
@@ -35,8 +39,21 @@ ours the CLI driver, Ray's daemons and the worker actors) is polled every 0.25 s
 VmRSS in /proc/<pid>/status; reported are the VmHWM of TRL's process, of our policy and
 reference workers, and the largest sum of VmRSS over the whole tree.
 
+The machine may be shared, and two-thread OpenMP loops slow down several-fold when another
+process takes one of two cores. So each run waits (`--quiet-wait`) for an idle machine, the
+watcher records which cores processes outside the run's tree kept busy during every step, and
+medians are given both over all steps and over the steps during which others used at most
+`--clean` cores (`--busy-retry` repeats a whole run that was too busy).
+
+`--setting round`: our stage in sample mode, one round of 64 prompts x K = 8 from the synthetic
+arithmetic prompts with a graded reward (fraction of the letter e; a random model gets every
+math answer wrong, so the math reward would form no pairs) and pairing best_vs_worst, with the
+phase times of metrics.jsonl (time/sample_s, reward_s, pairing_s, reference_s, round_setup_s,
+the round's training steps), once with the default reference handling (sampler log-probs) and
+once with algorithm.reference_from_sampler false (the reference workers score every pair).
+
     .venv/bin/python bench/dpo_vs_trl.py --setting a [--runs 3 --steps 40 --warmup 5]
-    .venv/bin/python bench/dpo_vs_trl.py --setting b [--runs 1 --steps 3 --warmup 1]
+    .venv/bin/python bench/dpo_vs_trl.py --setting b [--runs 1 --steps 3 --warmup 1] [--micro 8]
     .venv/bin/python bench/dpo_vs_trl.py --setting round [--runs 2]
 """
 
@@ -46,6 +63,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -167,12 +185,11 @@ def prepare(workdir: Path, setting: str, steps: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# TRL (runs in its own process: `dpo_vs_trl.py _trl SETTING STEPS PRECOMPUTE ART`)
+# TRL (runs in its own process: `dpo_vs_trl.py _trl SETTING STEPS PRECOMPUTE MICRO ART`)
 
 
-def run_trl(art: dict, setting: str, steps: int, precompute: bool) -> dict:
+def run_trl(art: dict, setting: str, steps: int, precompute: bool, micro: int | None = None) -> dict:
     import resource
-    import shutil
 
     import torch
     from datasets import Dataset
@@ -186,8 +203,9 @@ def run_trl(art: dict, setting: str, steps: int, precompute: bool) -> dict:
     out = tempfile.mkdtemp(prefix="trl-dpo-bench-")
     args = DPOConfig(
         output_dir=out,
-        per_device_train_batch_size=s["pairs"],
-        gradient_accumulation_steps=1,
+        # micro-batches of `micro` pairs, accumulated to one optimizer step of s["pairs"] pairs
+        per_device_train_batch_size=micro or s["pairs"],
+        gradient_accumulation_steps=s["pairs"] // (micro or s["pairs"]),
         max_length=s["max_length"],
         beta=s["beta"],
         loss_type=["sigmoid"],
@@ -274,7 +292,7 @@ def run_trl(art: dict, setting: str, steps: int, precompute: bool) -> dict:
 # ours: the CLI
 
 
-def ours_pairs_command(art: dict, setting: str, mode: str, out: str) -> list[str]:
+def ours_pairs_command(art: dict, setting: str, mode: str, out: str, micro: int | None = None) -> list[str]:
     s = SETTINGS[setting]
     overrides = {
         "model.path": art["model"],
@@ -298,11 +316,11 @@ def ours_pairs_command(art: dict, setting: str, mode: str, out: str) -> list[str
         "optimizer.grad_clip": 1.0,
         "scheduler.name": "constant",
         "scheduler.warmup_steps": 0,
-        "policy.micro_batch_size": s["pairs"],
+        "policy.micro_batch_size": micro or s["pairs"],
         "policy.num_cpus_per_worker": 2,
         "policy.torch_threads": 2,
         "reference.torch_threads": 2,
-        "reference.micro_batch_size": s["pairs"],
+        "reference.micro_batch_size": micro or s["pairs"],
     }
     return _cli(overrides, out)
 
@@ -528,7 +546,7 @@ def measured_run(system: str, art: dict, args: argparse.Namespace, discarded: di
     `--max-retries` times) when other processes kept more than `--busy-retry` cores busy."""
     for attempt in range(args.max_retries + 1):
         quiet = wait_quiet(args.quiet_wait) if args.quiet_wait else None
-        res = run_system(system, art, args.setting, args.steps)
+        res = run_system(system, art, args.setting, args.steps, getattr(args, "micro", None))
         res["cores_busy_before"] = quiet
         mem = res["memory"]
         if "step_s" in res:
@@ -554,9 +572,18 @@ def measured_run(system: str, art: dict, args: argparse.Namespace, discarded: di
     raise AssertionError
 
 
-def run_system(system: str, art: dict, setting: str, steps: int) -> dict:
+def run_system(system: str, art: dict, setting: str, steps: int, micro: int | None = None) -> dict:
     if system.startswith("trl"):
-        cmd = [sys.executable, __file__, "_trl", setting, str(steps), str(int(system == "trl-precompute")), json.dumps(art)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "_trl",
+            setting,
+            str(steps),
+            str(int(system == "trl-precompute")),
+            str(micro or 0),
+            json.dumps(art),
+        ]
         proc, mem, wall, watch = watched(cmd)
         for line in proc.stdout.splitlines():
             if line.startswith("BENCH_RESULT "):
@@ -567,13 +594,13 @@ def run_system(system: str, art: dict, setting: str, steps: int) -> dict:
     if setting == "round":
         cmd = ours_round_command(art, out, from_sampler=system == "ours-stored")
     else:
-        cmd = ours_pairs_command(art, setting, mode, out)
+        cmd = ours_pairs_command(art, setting, mode, out, micro)
     proc, mem, wall, watch = watched(cmd)
     if proc.returncode != 0:
         raise RuntimeError(f"{system} run failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
-    if setting == "round":
-        return add_foreign(round_result(out), watch) | {"memory": mem, "wall_s": wall}
-    return add_foreign(ours_result(out, mode), watch) | {"memory": mem, "wall_s": wall}
+    res = round_result(out) if setting == "round" else ours_result(out, mode)
+    shutil.rmtree(out, ignore_errors=True)
+    return add_foreign(res, watch) | {"memory": mem, "wall_s": wall}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,6 +727,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run; the data set holds steps x pairs-per-step pairs")
     ap.add_argument("--warmup", type=int, default=None, help="steps of each run left out of the median")
     ap.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS)
+    ap.add_argument(
+        "--micro",
+        type=int,
+        default=None,
+        help="pairs per micro-batch, both systems (ours: policy/reference.micro_batch_size; TRL: per-device batch with "
+        "gradient accumulation to the step's pairs, and its precompute batch); default: all the step's pairs in one",
+    )
     ap.add_argument("--workdir", default="/tmp/qwen25-bench-dpo")
     ap.add_argument(
         "--quiet-wait", type=float, default=300, help="before each run, wait up to this many s for an idle machine (0: no wait)"
@@ -721,6 +755,8 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else s["warmup"]
     if args.steps <= args.warmup:
         raise SystemExit("--steps must exceed --warmup")
+    if args.micro is not None and (args.micro < 1 or s["pairs"] % args.micro):
+        raise SystemExit(f"--micro must divide the {s['pairs']} pairs of a step")
     art = prepare(Path(args.workdir), args.setting, args.steps)
     gflops = matmul_gflops()
     n = matmul_params(art["model"])
@@ -757,13 +793,13 @@ def main() -> None:
     print(
         f"Command: `.venv/bin/python bench/dpo_vs_trl.py --setting {args.setting} --runs {args.runs} --steps {args.steps} "
         f"--warmup {args.warmup} --systems {' '.join(args.systems)} --quiet-wait {args.quiet_wait:g} --busy-retry {args.busy_retry:g} "
-        f"--clean {args.clean:g}`  "
+        f"--clean {args.clean:g}{f' --micro {args.micro}' if args.micro else ''}`  "
     )
     print(
         f"Model: preset `{s['preset']}` ({n / 1e6:.1f}M matmul parameters), {s['pairs']} pairs per step, max length {s['max_length']}, "
         f"{args.steps * s['pairs']} pairs (one epoch), prompt {st['mean_prompt_tokens']:.1f} / chosen {st['mean_chosen_tokens']:.1f} / "
         f"rejected {st['mean_rejected_tokens']:.1f} tokens on average (longest pair {st['max_total_tokens']}), beta {s['beta']}, "
-        f"sigmoid loss, lr {s['lr']}, float32.  "
+        f"sigmoid loss, lr {s['lr']}, float32, micro-batches of {args.micro or s['pairs']} pairs.  "
     )
     print(
         f"fp32 matmul rate measured in this run: {gflops:.0f} GFLOP/s before, {gflops_end:.0f} GFLOP/s after; "
@@ -823,7 +859,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_trl":
-        _, _, setting, steps, precompute, art_json = sys.argv
-        print("BENCH_RESULT " + json.dumps(run_trl(json.loads(art_json), setting, int(steps), precompute == "1")), flush=True)
+        _, _, setting, steps, precompute, micro, art_json = sys.argv
+        result = run_trl(json.loads(art_json), setting, int(steps), precompute == "1", int(micro) or None)
+        print("BENCH_RESULT " + json.dumps(result), flush=True)
     else:
         main()
