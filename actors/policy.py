@@ -53,6 +53,13 @@ class ResponseScorer(nn.Module):
     def device(self) -> torch.device:
         return self.model.device
 
+    def external_parameters(self) -> list[nn.Parameter]:
+        """Parameters that this module's forward reads outside their own module's forward: the
+        output projection, applied in chunks to the hidden states (ZeRO-3 must gather them
+        for this module, see DeepSpeedEngine)."""
+        head = self.model.get_output_embeddings()
+        return [p for p in (head.weight, getattr(head, "bias", None)) if p is not None]
+
     def forward(
         self,
         prompt_ids,
@@ -68,7 +75,7 @@ class ResponseScorer(nn.Module):
             # Whole sequences per chunk, about chunk_size scored tokens each (the same scratch
             # memory as the log-prob path's token chunks).
             rows = max(1, self.chunk_size // max(1, response_ids.shape[1]))
-            return policy_loss_from_hidden(
+            out = policy_loss_from_hidden(
                 hidden,
                 weight,
                 response_ids,
@@ -79,6 +86,9 @@ class ResponseScorer(nn.Module):
                 compute_entropy=with_entropy,
                 **policy_loss_inputs,
             )
+            # ZeRO-3 gathers this module's parameters again for backward through hooks on the
+            # tensors its forward returns; it does not look inside a dataclass.
+            return out.loss, out
         lp, ent = response_log_probs(
             self.model,
             prompt_ids,
@@ -109,6 +119,8 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     chunk_size: int = 1024
     seed: int = 0
+    # Further DeepSpeed zero_optimization keys (e.g. ZeRO-3's stage3_max_live_parameters).
+    zero_options: dict[str, Any] | None = None
     # Online Merging Optimizer around AdamW (qwen25_rl.training.merging): None, or
     # {"method": "ondare" | "onties", "base_model": folder, "alpha", "keep", "rescale"}.
     merge: dict[str, Any] | None = None
@@ -307,7 +319,13 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         self.engine = ENGINES[s.strategy](
             ResponseScorer(model, s.chunk_size),
             opt={"lr": s.lr, "betas": s.betas, "eps": s.eps, "weight_decay": s.weight_decay, "grad_clip": s.grad_clip},
-            trainer={"micro_batch_size": s.micro_batch_size, "zero_stage": s.zero_stage, "use_gpu": use_gpu, "strategy": s.strategy},
+            trainer={
+                "micro_batch_size": s.micro_batch_size,
+                "zero_stage": s.zero_stage,
+                "zero_options": s.zero_options or {},
+                "use_gpu": use_gpu,
+                "strategy": s.strategy,
+            },
             grad_accumulation=1,
             bf16=s.bf16,
             world_size=self.world_size,
@@ -517,7 +535,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
             dual_clip=loss.dual_clip,
             **loss.extra,
         )
-        out = self.engine.forward(
+        loss_value, out = self.engine.forward(
             prompt_ids=mb["prompt_ids"],
             prompt_mask=mb["prompt_mask"],
             response_ids=mb["response_ids"],
@@ -526,6 +544,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
             with_entropy=True,  # entropy is reported every step; no gradient unless entropy_coef > 0
             policy_loss_inputs=inputs,
         )
+        out.loss = loss_value
         gap = None
         if "sampler_logprobs" in mb.tensors and bool(mb["response_mask"].any()):
             # Sampler vs trainer log-probs of the same tokens (before the first update of the

@@ -88,13 +88,21 @@ class DeepSpeedEngine:
             "gradient_accumulation_steps": grad_accumulation,
             "train_batch_size": self.micro_batch_size * grad_accumulation * world_size,
             "gradient_clipping": opt["grad_clip"] or 0.0,
-            "zero_optimization": {"stage": trainer["zero_stage"]},
+            # `zero_options`: further DeepSpeed zero_optimization keys (e.g. ZeRO-3's
+            # stage3_max_live_parameters), for tests and tuning.
+            "zero_optimization": {"stage": trainer["zero_stage"], **trainer.get("zero_options", {})},
             "bf16": {"enabled": bf16},
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
         # torch.distributed is already up (Ray Train's backend); DeepSpeed adopts it.
         deepspeed.init_distributed(dist_backend="nccl" if trainer["use_gpu"] else "gloo")
+        if trainer["zero_stage"] == 3:
+            # ZeRO-3 gathers a parameter only around its own module's forward and backward; a
+            # wrapper that applies the output projection to hidden states itself (the chunked
+            # log-prob and fused loss paths) declares it, so that the wrapper's hooks gather it.
+            for p in getattr(model, "external_parameters", list)():
+                deepspeed.zero.register_external_parameter(model, p)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.module = self.engine.module
         if merger is not None:
