@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from qwen25_rl.config.placement import GroupDemand
 from qwen25_rl.config.schema import SchedulerConfig, Section, StageConfig, register_stage_config
 from qwen25_rl.data.synthetic import SyntheticSpec
 
@@ -93,6 +94,10 @@ class TrainerConfig(Section):
             # ZeRO-3 keeps only this rank's partition of it.
             raise ValueError("loss_chunk_size cannot be combined with zero_stage 3; use zero_stage 2 or drop loss_chunk_size")
         return self
+
+    def worker_group(self) -> GroupDemand:
+        """The Ray Train workers' bundles."""
+        return GroupDemand("train", self.num_workers, self.cpus_per_worker, 1.0 if self.use_gpu else 0.0)
 
     @property
     def grad_accumulation(self) -> int:
@@ -177,6 +182,9 @@ class PretrainConfig(StageConfig):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     scheduler: SchedulerConfig = Field(default_factory=_cosine_scheduler)
 
+    def worker_groups(self) -> list[GroupDemand]:
+        return [self.trainer.worker_group()]
+
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
         names = [p.name for p in self.phases]
@@ -235,6 +243,9 @@ class SFTConfig(StageConfig):
     data: ChatDataConfig  # type: ignore[assignment]
     trainer: SFTTrainerConfig = Field(default_factory=SFTTrainerConfig)
     scheduler: SchedulerConfig = Field(default_factory=_sft_scheduler)
+
+    def worker_groups(self) -> list[GroupDemand]:
+        return [self.trainer.worker_group()]
 
     @model_validator(mode="after")
     def _needs_checkpoint(self) -> SFTConfig:

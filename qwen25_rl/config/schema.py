@@ -16,6 +16,8 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from qwen25_rl.config.placement import GroupDemand, placement_problems
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
@@ -83,6 +85,17 @@ class SchedulerConfig(Section):
     min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
 
 
+class HardwareConfig(Section):
+    """The machines a config is written for: `nodes` nodes of `gpus_per_node` GPUs and
+    `cpus_per_node` CPUs. When a config names them, the workers it asks for (every worker
+    group's CPUs and GPUs) must fit on them, checked when the config loads (see
+    qwen25_rl.config.placement)."""
+
+    nodes: int = Field(default=1, ge=1)
+    gpus_per_node: int = Field(default=0, ge=0)
+    cpus_per_node: int = Field(gt=0)
+
+
 class RayConfig(Section):
     """Ray cluster and resources.
 
@@ -100,6 +113,8 @@ class RayConfig(Section):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     # Seconds to wait for a placement group before failing with a clear error (not a hang).
     placement_timeout_s: float = Field(default=60.0, gt=0)
+    # The hardware this config is written for (null: not stated, nothing checked).
+    hardware: HardwareConfig | None = None
 
 
 class CheckpointConfig(Section):
@@ -136,6 +151,21 @@ class StageConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     seed: int = 0
+
+    def worker_groups(self) -> list[GroupDemand]:
+        """The worker bundles the stage reserves on the cluster (a stage with workers says)."""
+        return []
+
+    @model_validator(mode="after")
+    def _fits_hardware(self) -> StageConfig:
+        hw = self.ray.hardware
+        if hw is not None:
+            problems = placement_problems(
+                self.worker_groups(), nodes=hw.nodes, gpus_per_node=hw.gpus_per_node, cpus_per_node=hw.cpus_per_node
+            )
+            if problems:
+                raise ValueError("ray.hardware: " + "; ".join(problems))
+        return self
 
 
 STAGE_CONFIGS: dict[str, type[StageConfig]] = {"base": StageConfig}

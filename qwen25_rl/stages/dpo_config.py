@@ -13,9 +13,18 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from qwen25_rl.config.placement import GroupDemand
 from qwen25_rl.config.schema import OptimizerConfig, Section, StageConfig, register_stage_config
 from qwen25_rl.reward.config import RewardConfig
-from qwen25_rl.stages.grpo_config import EvalConfig, PolicyConfig, PromptDataConfig, ReferenceConfig, RolloutConfig, WeightSyncConfig
+from qwen25_rl.stages.grpo_config import (
+    EvalConfig,
+    PolicyConfig,
+    PromptDataConfig,
+    ReferenceConfig,
+    RolloutConfig,
+    WeightSyncConfig,
+    rl_worker_groups,
+)
 
 
 class PairDataConfig(PromptDataConfig):
@@ -116,6 +125,11 @@ class DPOConfig(StageConfig):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
+
+    def worker_groups(self) -> list[GroupDemand]:
+        # Rollout workers and the reward pool exist when the stage samples pairs or evaluates.
+        generating = self.data.mode == "sample" or bool(self.data.eval_files)
+        return rl_worker_groups(self, with_reference=True, with_rollout=generating)
 
     @model_validator(mode="after")
     def _consistent(self) -> DPOConfig:

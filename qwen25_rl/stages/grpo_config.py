@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from qwen25_rl.config.placement import GroupDemand
 from qwen25_rl.config.schema import DataConfig, OptimizerConfig, Section, StageConfig, register_stage_config
 from qwen25_rl.reward.config import RewardConfig
 
@@ -150,6 +151,20 @@ def _grpo_optimizer() -> OptimizerConfig:
     return OptimizerConfig(lr=1e-6, weight_decay=0.0, grad_clip=1.0)
 
 
+def rl_worker_groups(cfg, *, with_reference: bool, with_rollout: bool) -> list[GroupDemand]:
+    """The bundles RLCluster and the reward pool reserve for an RL stage config (GRPO, DPO)."""
+    groups = [GroupDemand("policy", cfg.policy.num_workers, cfg.policy.num_cpus_per_worker, cfg.policy.num_gpus_per_worker)]
+    if with_reference:
+        r = cfg.reference
+        groups.append(GroupDemand("reference", r.num_workers, r.num_cpus_per_worker, r.num_gpus_per_worker))
+    if with_rollout:
+        ro = cfg.rollout
+        groups.append(GroupDemand("rollout", ro.num_workers, ro.num_cpus_per_worker, ro.num_gpus_per_worker))
+        pool = cfg.reward.pool
+        groups.append(GroupDemand("reward pool", pool.num_workers, pool.num_cpus_per_worker))
+    return groups
+
+
 @register_stage_config("grpo")
 class GRPOConfig(StageConfig):
     stage: Literal["grpo"] = "grpo"
@@ -162,6 +177,9 @@ class GRPOConfig(StageConfig):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
+
+    def worker_groups(self) -> list[GroupDemand]:
+        return rl_worker_groups(self, with_reference=self.algorithm.kl_coef > 0, with_rollout=True)
 
     @model_validator(mode="after")
     def _consistent(self) -> GRPOConfig:
