@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	# OpenRLHF is a test oracle for the loss functions only; its own dependencies (flash-attn,
 	# a CUDA vLLM) cannot install here, and the loss code needs none of them.
 	$(BIN)/pip install -q --no-deps 'openrlhf==0.11.2'
+	# Liger Kernel is the oracle and the competitor of the fused policy loss (bench/gpu_check.py);
+	# its chunked losses are plain torch, so its Triton dependency is not needed on CPU.
+	$(BIN)/pip install -q --no-deps 'liger-kernel==0.8.5'
 	# PyPI's torchvision/torchaudio/torchcodec break transformers imports next to the +cpu torch
 	# ("operator torchvision::nms does not exist"); nothing here needs them.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

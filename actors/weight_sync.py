@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import ray
 import torch
+
+if TYPE_CHECKING:
+    import ray
 
 # A bucket layout: [(dtype name, [(param name, shape), ...]), ...]
 Layout = list[tuple[str, list[tuple[str, tuple[int, ...]]]]]
@@ -152,6 +154,8 @@ class WeightSource:
         weights = self.sync_weights()
         if self.rank != 0:
             return [None]
+        import ray  # here, not at import: the worker classes also run without Ray (bench/gpu_check.py)
+
         # Wrapped in a list so Ray hands the caller the reference, not the weights.
         return [ray.put(PackedWeights.pack(weights))]
 
@@ -210,6 +214,8 @@ class BroadcastTransport:
         self.layout: Layout | None = None
 
     def setup(self, policy, rollout) -> None:
+        import ray
+
         backend = self.backend or ("nccl" if torch.cuda.is_available() else "gloo")
         self.layout = policy.run("weight_layout", self.bucket_mb)[0]
         addr, port = ray.get(policy.workers[0].node_address.remote())
@@ -221,6 +227,8 @@ class BroadcastTransport:
     def sync(self, policy, rollout, version: int) -> float:
         if self.layout is None:
             raise RuntimeError("BroadcastTransport.sync called before setup")
+        import ray
+
         start = time.perf_counter()
         refs = [w.broadcast_weights.remote(self.layout) for w in policy.workers]
         refs += [w.receive_weights.remote(version, self.layout) for w in rollout.workers]

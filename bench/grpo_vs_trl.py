@@ -75,15 +75,25 @@ def prepare(workdir: Path, setting: str) -> dict:
     return {"model": str(model_dir), "prompts": str(prompts), "reward": str(reward)}
 
 
-def matmul_gflops(seconds: float = 3.0, n: int = 1024) -> float:
+def matmul_gflops(seconds: float = 3.0, n: int = 1024, device: str = "cpu", dtype: str = "float32") -> float:
+    """Dense n x n matmul rate (GFLOP/s) on `device` in `dtype`: the ceiling the run is judged by."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dt = getattr(torch, dtype)
+    a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
+
+    def sync():
+        if device != "cpu":
+            torch.cuda.synchronize()
+
     torch.mm(a, b)
+    sync()
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        reps += 1
+        for _ in range(10 if device != "cpu" else 1):  # GPU: queue several, then wait
+            torch.mm(a, b)
+            reps += 1
+        sync()
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
