@@ -145,3 +145,31 @@ def test_passing_entropy_to_the_fused_policy_loss_is_rejected():
     hidden, weight, _, labels, old, _, _, adv, mask = _case(16)
     with pytest.raises(ValueError, match="compute_entropy"):
         policy_loss_from_hidden(hidden, weight, labels, old, adv, mask, entropy=torch.zeros(B, T))
+
+
+def test_bf16_inputs_give_the_float32_loss_and_gradients_to_bf16_precision():
+    """bf16 hidden states and head (bf16 training): logits come out of the matmul in bf16 (as in
+    Liger's fused losses), the softmax statistics are float32 and the head's gradient
+    accumulates in float32 over chunks: the float32 computation from bf16-rounded logits, to
+    bf16 rounding of the per-chunk gradient products."""
+    g = torch.Generator().manual_seed(3)
+    b, t, h, v = 4, 16, 32, 256
+    hidden = torch.randn(b, t, h, generator=g).to(torch.bfloat16)
+    weight = (torch.randn(v, h, generator=g) / h**0.5).to(torch.bfloat16)
+    labels = torch.randint(0, v, (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.bool)
+    adv = torch.randn(b, generator=g)
+    old = -5 + 0.2 * torch.randn(b, t, generator=g)
+    h16, w16 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    got = policy_loss_from_hidden(h16, w16, labels, old, adv, mask, rows_per_chunk=1)
+    g_h16, g_w16 = _grads(got.loss, h16, w16)
+    assert g_h16.dtype == g_w16.dtype == torch.bfloat16
+    h32, w32 = hidden.float().requires_grad_(), weight.float().requires_grad_()
+    logits = h32 @ w32.T
+    logits = logits + (logits.detach().bfloat16().float() - logits.detach())  # bf16 values, float32 gradient
+    log_p = torch.log_softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    want = policy_loss(log_p, old, adv, mask)
+    g_h32, g_w32 = _grads(want.loss, h32, w32)
+    assert got.loss.item() == pytest.approx(want.loss.item(), rel=1e-5)
+    for got_g, want_g in ((g_h16, g_h32), (g_w16, g_w32)):
+        assert (got_g.float() - want_g).abs().max() <= 1e-2 * want_g.abs().max()
