@@ -1,4 +1,4 @@
-"""Stage configs for `qwen25-rl pretrain` and `qwen25-rl sft`.
+"""Stage configs for `qwen25-rl pretrain`, `qwen25-rl sft` and `qwen25-rl rm`.
 
 Both stages train a causal LM with Ray Train workers; they share the `trainer:` section
 (workers, DeepSpeed ZeRO or DDP, batch sizes, evaluation) and differ in their data: the
@@ -251,4 +251,90 @@ class SFTConfig(StageConfig):
     def _needs_checkpoint(self) -> SFTConfig:
         if self.model.path is None:
             raise ValueError("sft fine-tunes an existing model: set model.path (e.g. a pretrain run's final/ folder)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# reward model
+
+
+class SyntheticPreferencesConfig(Section):
+    """Write the synthetic preference set (qwen25_rl.data.synth_preferences) into `out_dir`
+    before the stage runs: pairs labelled per criterion, split by prompt."""
+
+    out_dir: str
+    seed: int = 0
+    num_prompts: int = Field(default=400, ge=4)
+    heldout_fraction: float = Field(default=0.25, gt=0, lt=1)
+    missing_label_fraction: float = Field(default=0.1, ge=0, lt=1)
+
+
+class PreferenceDataConfig(Section):
+    """Preference pairs (JSONL or Parquet): `prompt`, `chosen`, `rejected` as in DPO pair files,
+    `preferences: {criterion: 1 | -1 | 0 | "chosen" | "rejected" | "tie" | null}`, optional
+    `ratings: {criterion: {chosen: x, rejected: y}}` and `margin` (qwen25_rl.data.preferences)."""
+
+    synthetic: SyntheticPreferencesConfig | None = None
+    train_files: list[str] = Field(min_length=1)
+    eval_files: list[str] = Field(default_factory=list)
+    prompt_key: str = "prompt"
+    chosen_key: str = "chosen"
+    rejected_key: str = "rejected"
+    margin_key: str = "margin"
+    apply_chat_template: bool = True
+    # Tokens of prompt + response; a longer pair is dropped, truncated (counted) or an error.
+    max_length: int = Field(default=1024, gt=1)
+    on_long: Literal["drop", "truncate", "error"] = "drop"
+    seed: int = 0
+
+
+def _default_criteria() -> list[str]:
+    from qwen25_rl.algorithms.reward_model import DEFAULT_CRITERIA
+
+    return list(DEFAULT_CRITERIA)
+
+
+class RewardHeadConfig(Section):
+    """The score head: one output per criterion, combined into one reward by `weights`
+    (null: every criterion weighs 1)."""
+
+    criteria: list[str] = Field(default_factory=_default_criteria, min_length=1)
+    weights: dict[str, float] | None = None
+    # Pull sum of chosen and rejected scores towards 0 (reward centering, Eisenstein et al. 2023).
+    centering_coef: float = Field(default=0.0, ge=0)
+    # Use a pair's `margin` column in the Bradley-Terry loss (Llama-2 style).
+    use_margin: bool = True
+    # Weight of the squared-error loss on given ratings beside the preference loss.
+    rating_weight: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardHeadConfig:
+        if len(set(self.criteria)) != len(self.criteria):
+            raise ValueError(f"reward_model.criteria has duplicates: {self.criteria}")
+        unknown = sorted(set(self.weights or {}) - set(self.criteria))
+        if unknown:
+            raise ValueError(f"reward_model.weights name {unknown}, which are not among reward_model.criteria {self.criteria}")
+        return self
+
+    def resolved_weights(self) -> dict[str, float]:
+        return {c: float((self.weights or {}).get(c, 1.0 if self.weights is None else 0.0)) for c in self.criteria}
+
+
+@register_stage_config("rm")
+class RMConfig(StageConfig):
+    stage: Literal["rm"] = "rm"
+    data: PreferenceDataConfig  # type: ignore[assignment]
+    reward_model: RewardHeadConfig = Field(default_factory=RewardHeadConfig)
+    trainer: SFTTrainerConfig = Field(default_factory=SFTTrainerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=_sft_scheduler)
+
+    def worker_groups(self) -> list[GroupDemand]:
+        return [self.trainer.worker_group()]
+
+    @model_validator(mode="after")
+    def _needs_policy(self) -> RMConfig:
+        if self.model.path is None:
+            raise ValueError("rm starts from a trained policy: set model.path (e.g. an SFT run's final/ folder)")
+        if self.trainer.loss_chunk_size is not None:
+            raise ValueError("trainer.loss_chunk_size is for language-model losses; a reward model scores with its small head")
         return self

@@ -1,4 +1,4 @@
-"""Stage drivers: `run_pretrain(cfg)` and `run_sft(cfg)`.
+"""Stage drivers: `run_pretrain(cfg)`, `run_sft(cfg)` and `run_rm(cfg)` (reward model).
 
 Each reads top to bottom like the recipe:
 
@@ -27,7 +27,7 @@ import numpy as np
 from qwen25_rl.checkpointing import COMPLETE, resolve_resume, staging
 from qwen25_rl.errors import UserValueError
 from qwen25_rl.models.factory import initial_model_folder, rope_theta_of
-from qwen25_rl.pretrain.config import PretrainConfig, SFTConfig, SyntheticDataConfig
+from qwen25_rl.pretrain.config import PretrainConfig, RMConfig, SFTConfig, SyntheticDataConfig
 from qwen25_rl.pretrain.corpus import read_conversations, read_source
 from qwen25_rl.pretrain.data_order import build_order
 from qwen25_rl.pretrain.packing import PackedRows, pack_documents, pack_samples
@@ -309,6 +309,135 @@ def prepare_sft_data(cfg: SFTConfig, run: RunDir, tokenizer_dir: str) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# reward-model data and initial model
+
+
+def ensure_synthetic_preferences(cfg: RMConfig) -> None:
+    syn = cfg.data.synthetic
+    if syn is None:
+        return
+    from qwen25_rl.data.synth_preferences import write_synthetic_preferences
+
+    manifest = write_synthetic_preferences(
+        syn.out_dir,
+        seed=syn.seed,
+        num_prompts=syn.num_prompts,
+        heldout_fraction=syn.heldout_fraction,
+        criteria=tuple(cfg.reward_model.criteria),
+        missing_label_fraction=syn.missing_label_fraction,
+    )
+    _say(cfg, f"synthetic preferences in {_abs(syn.out_dir)}: " + json.dumps({k: v for k, v in manifest.items() if k != "parameters"}))
+
+
+def _preference_rows(cfg: RMConfig, tokenizer_dir: str, files: list[str], vocab_size: int) -> tuple[dict, np.ndarray, dict]:
+    from qwen25_rl.data.preferences import load_preferences, preference_arrays
+    from qwen25_rl.models import load_tokenizer
+
+    d = cfg.data
+    tok = load_tokenizer(tokenizer_dir)
+    records, stats = load_preferences(
+        files,
+        tok,
+        list(cfg.reward_model.criteria),
+        prompt_key=d.prompt_key,
+        chosen_key=d.chosen_key,
+        rejected_key=d.rejected_key,
+        margin_key=d.margin_key,
+        apply_chat_template=d.apply_chat_template,
+        max_length=d.max_length,
+        on_long=d.on_long,
+        vocab_size=vocab_size,
+    )
+    arrays = preference_arrays(records, tok.pad_token_id, len(cfg.reward_model.criteria))
+    return arrays, arrays["chosen_len"] + arrays["rejected_len"], stats
+
+
+def prepare_rm_data(cfg: RMConfig, run: RunDir, tokenizer_dir: str, vocab_size: int) -> dict:
+    """Tokenise the preference pairs (labels per criterion, ratings, margins), fix the step
+    order; returns the single phase of the plan."""
+    from qwen25_rl.pretrain.prepare import save_arrays
+
+    data, tr = cfg.data, cfg.trainer
+    base = run.path / "data" / "rm"
+    fp = fingerprint(
+        data.model_dump(mode="json"),
+        cfg.reward_model.criteria,
+        tr.global_batch_size,
+        tr.epochs,
+        tr.max_steps,
+        _tokenizer_fingerprint(tokenizer_dir),
+    )
+    meta = read_meta(base / "train")
+    if meta is None or meta.get("fingerprint") != fp or (data.eval_files and (read_meta(base / "eval") or {}).get("fingerprint") != fp):
+        arrays, lengths, stats = _preference_rows(cfg, tokenizer_dir, data.train_files, vocab_size)
+        pairs = len(lengths)
+        B = tr.global_batch_size
+        steps = max(1, math.ceil(tr.epochs * pairs / B))
+        if tr.max_steps is not None:
+            steps = min(steps, tr.max_steps)
+        order, _ = build_order([pairs], [1.0], steps * B, seed=data.seed)
+        seq_len = int(arrays["chosen_ids"].shape[1])
+        common = {"fingerprint": fp, "seq_len": seq_len}
+        save_arrays(
+            base / "train", arrays, lengths, {**common, "steps": steps, "rows": pairs, "tokens": int(lengths.sum()), "pairs": stats}, order
+        )
+        if data.eval_files:
+            ev, ev_lengths, ev_stats = _preference_rows(cfg, tokenizer_dir, data.eval_files, vocab_size)
+            save_arrays(
+                base / "eval", ev, ev_lengths, {**common, "rows": len(ev_lengths), "tokens": int(ev_lengths.sum()), "pairs": ev_stats}
+            )
+        meta = read_meta(base / "train")
+    st = meta["pairs"]
+    missing = {k: v for k, v in st.get("missing_labels", {}).items() if v}
+    _say(
+        cfg,
+        f"rm data: {meta['rows']} pairs, {meta['tokens']} tokens, longest {meta['seq_len']}; labelled per criterion "
+        f"{st.get('labelled', {})}; missing labels (masked) {missing or 'none'}; over {data.max_length} tokens: "
+        f"{st.get('too_long', 0)} dropped, {st.get('truncated', 0)} truncated",
+    )
+    return {
+        "name": "rm",
+        "steps": meta["steps"],
+        "seq_len": meta["seq_len"],
+        "global_batch": tr.global_batch_size,
+        "rope_theta": None,
+        "max_position_embeddings": None,
+        "schedule": _schedule(cfg, None, None),
+        "train_dir": str((base / "train").resolve()),
+        "eval_dir": str((base / "eval").resolve()) if data.eval_files else None,
+        "epoch_rows": meta["rows"],
+        "data_stats": st,
+    }
+
+
+def initial_reward_model(cfg: RMConfig, run: RunDir, policy: str, tokenizer_dir: str) -> str:
+    """run/initial_model: the policy's backbone with a new score head (one output per
+    criterion), built once so every worker and every restart starts from the same head."""
+    from qwen25_rl.checkpointing import ensure_initial_model
+    from qwen25_rl.models import load_tokenizer
+    from qwen25_rl.models.reward_model import build_reward_model
+    from qwen25_rl.reward.learned import RewardModelInfo
+
+    head = cfg.reward_model
+
+    def build(folder: Path) -> None:
+        tok = load_tokenizer(tokenizer_dir)
+        if tok.pad_token_id is None:
+            raise UserValueError(f"the tokenizer in {tokenizer_dir} has no pad token; the reward is read at the last non-padding token")
+        model = build_reward_model(
+            policy, head.criteria, pad_token_id=tok.pad_token_id, seed=cfg.seed, attn_implementation=cfg.model.attn_implementation
+        )
+        model.save_pretrained(folder, safe_serialization=True)
+        tok.save_pretrained(folder)
+        RewardModelInfo(criteria=list(head.criteria), weights=head.resolved_weights(), max_length=cfg.data.max_length, source=policy).save(
+            folder
+        )
+        _say(cfg, f"reward model: the backbone of {policy} with a {len(head.criteria)}-output score head ({', '.join(head.criteria)})")
+
+    return str(ensure_initial_model(run.path, build).resolve())
+
+
 def log_data_stats(run: RunDir, phases: list[dict]) -> None:
     """One `event: data` row per phase in metrics.jsonl: rows, tokens, padding, the mixture
     actually drawn per source, and (SFT) how many conversations were truncated or dropped."""
@@ -317,7 +446,9 @@ def log_data_stats(run: RunDir, phases: list[dict]) -> None:
         for ph in phases:
             meta = read_meta(ph["train_dir"]) or {}
             row = {
-                k: meta[k] for k in ("rows", "tokens", "padding_tokens", "loss_tokens", "seq_len", "sources", "conversations") if k in meta
+                k: meta[k]
+                for k in ("rows", "tokens", "padding_tokens", "loss_tokens", "seq_len", "sources", "conversations", "pairs")
+                if k in meta
             }
             writer.log(0, {"event": "data", "phase": ph["name"], **row})
     finally:
@@ -341,7 +472,7 @@ def _plan(cfg, stage: str, phases: list[dict], init_model: str, tokenizer_dir: s
         "checkpoint_every": cfg.checkpoint.every_n_steps,
         "log_every": cfg.logging.log_every_n_steps,
         "seed": cfg.seed,
-        "epoch_rows": phases[0].get("epoch_rows") if stage == "sft" else None,
+        "epoch_rows": phases[0].get("epoch_rows") if stage in ("sft", "rm") else None,
     }
 
 
@@ -452,4 +583,34 @@ def run_sft(cfg: SFTConfig) -> StageResult:
         log_data_stats(run, [phase])
         run.mark_started()
         result = fit(cfg, run, _plan(cfg, "sft", [phase], init_model, tokenizer_dir, resume_from))
+        return _finish(cfg, run, result, phase["steps"])
+
+
+def run_rm(cfg: RMConfig) -> StageResult:
+    from qwen25_rl.ray_utils import init_ray
+
+    with open_run(cfg, "rm") as (run, resume_from):
+        _say(cfg, f"rm run folder: {run.path.resolve()}")
+        policy = initial_model(cfg, run, "")  # model.path is checked before any data is made
+        ensure_synthetic_preferences(cfg)
+        tokenizer_dir = _abs(cfg.tokenizer.path or cfg.model.path)
+        vocab_size = int(_read_model_config(policy)["vocab_size"])
+        init_ray(cfg.ray)
+        phase = prepare_rm_data(cfg, run, tokenizer_dir, vocab_size)
+        init_rm = initial_reward_model(cfg, run, policy, tokenizer_dir)
+        log_data_stats(run, [phase])
+        run.mark_started()
+        plan = _plan(cfg, "rm", [phase], init_rm, tokenizer_dir, resume_from)
+        head = cfg.reward_model
+        plan["task"] = "reward"
+        plan["reward_model"] = {
+            "criteria": list(head.criteria),
+            "weights": head.resolved_weights(),
+            "centering_coef": head.centering_coef,
+            "rating_weight": head.rating_weight,
+            "use_margin": head.use_margin,
+            "max_length": cfg.data.max_length,
+            "source": policy,
+        }
+        result = fit(cfg, run, plan)
         return _finish(cfg, run, result, phase["steps"])

@@ -88,41 +88,52 @@ def read_meta(folder: str | Path) -> dict | None:
 
 def save_rows(folder: str | Path, rows: PackedRows, meta: dict, order: np.ndarray | None = None) -> Path:
     """Write rows (and order) as one folder, published atomically over `folder`."""
+    arrays = {name: getattr(rows, name) for name in ARRAYS}
+    return save_arrays(folder, arrays, rows.lengths, {**meta, **rows.stats(), "seq_len": rows.seq_len}, order)
+
+
+def save_arrays(
+    folder: str | Path, arrays: dict[str, np.ndarray], lengths: np.ndarray, meta: dict, order: np.ndarray | None = None
+) -> Path:
+    """Write per-row arrays (same first dimension), each row's token count (`lengths`), the
+    step order and `meta.json` as one folder, published atomically over `folder`."""
     with staging(Path(folder)) as tmp:
-        for name in ARRAYS:
-            np.save(tmp / f"{name}.npy", getattr(rows, name))
-        np.save(tmp / "lengths.npy", rows.lengths)
+        for name, value in arrays.items():
+            np.save(tmp / f"{name}.npy", value)
+        np.save(tmp / "lengths.npy", lengths)
         if order is not None:
             np.save(tmp / "order.npy", order)
-        meta = {**meta, **rows.stats(), "seq_len": rows.seq_len}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "meta.json").write_text(json.dumps({**meta, "arrays": sorted(arrays)}, indent=2) + "\n")
     return Path(folder)
 
 
 class RowStore:
-    """Memory-mapped packed rows of one folder; `batch(rows)` gives torch tensors."""
+    """Memory-mapped rows of one prepared folder (packed LM rows by default; `names` lists other
+    arrays, e.g. a reward model's pairs); `batch(rows)` gives torch tensors, integer arrays as
+    int64, float arrays as they are."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, names: Sequence[str] = ARRAYS):
         self.folder = Path(folder)
         if not (self.folder / "meta.json").is_file():
             raise FileNotFoundError(f"{self.folder}: no prepared data (meta.json missing)")
         self.meta = json.loads((self.folder / "meta.json").read_text())
-        self.arrays = {n: np.load(self.folder / f"{n}.npy", mmap_mode="r") for n in ARRAYS}
+        self.arrays = {n: np.load(self.folder / f"{n}.npy", mmap_mode="r") for n in names}
+        self.key = names[0]
         self.lengths = np.load(self.folder / "lengths.npy", mmap_mode="r")
         order_path = self.folder / "order.npy"
         self.order = np.load(order_path, mmap_mode="r") if order_path.is_file() else None
 
     @property
     def num_rows(self) -> int:
-        return int(self.arrays["input_ids"].shape[0])
+        return int(self.arrays[self.key].shape[0])
 
     @property
     def seq_len(self) -> int:
-        return int(self.arrays["input_ids"].shape[1])
+        return int(self.arrays[self.key].shape[1])
 
     def numpy_batch(self, rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         idx = np.asarray(rows, dtype=np.int64)
-        return {n: np.asarray(a[idx], dtype=np.int64) for n, a in self.arrays.items()}
+        return {n: np.asarray(a[idx], dtype=np.int64 if a.dtype.kind in "iu" else a.dtype) for n, a in self.arrays.items()}
 
     def batch(self, rows: Sequence[int] | np.ndarray, device=None) -> dict:
         import torch

@@ -156,6 +156,72 @@ def evaluate(engine, loss_fn: LossFn, store: RowStore, rank: int, world: int, mi
     return total / count if count else float("nan")
 
 
+# ---------------------------------------------------------------------------------------------
+# what is trained: a task gives the loop its model, data, loss and evaluation
+
+TRAIN_TASKS: dict[str, str] = {"lm": "qwen25_rl.pretrain.worker", "reward": "qwen25_rl.pretrain.rm_task"}
+_TASK_CLASSES: dict[str, type] = {}
+
+
+def register_task(name: str):
+    def deco(cls):
+        _TASK_CLASSES[name] = cls
+        return cls
+
+    return deco
+
+
+def make_task(plan: dict[str, Any]):
+    """The plan's task (`plan["task"]`, default "lm"), its module imported on demand."""
+    import importlib
+
+    name = plan.get("task", "lm")
+    if name not in TRAIN_TASKS:
+        raise ValueError(f"unknown training task {name!r}; known: {', '.join(TRAIN_TASKS)}")
+    importlib.import_module(TRAIN_TASKS[name])
+    return _TASK_CLASSES[name](plan)
+
+
+@register_task("lm")
+class LMTask:
+    """Pretraining and SFT: next-token loss over packed rows, normalised by the step's trained
+    tokens; held-out token-mean NLL."""
+
+    def __init__(self, plan: dict[str, Any]):
+        self.plan = plan
+        self.loss_fn = LossFn(plan["trainer"]["loss_chunk_size"])
+
+    def load_model(self, path, device):
+        from qwen25_rl.models import load_model
+
+        return load_model(path, dtype="float32", attn_implementation=self.plan["model"]["attn_implementation"], device=str(device))
+
+    def store(self, folder: str) -> RowStore:
+        return RowStore(folder)
+
+    def step_counts(self, store: RowStore, rows: np.ndarray) -> dict[str, float]:
+        # The step's trained-token count over all ranks, read from the data (every rank
+        # computes the same number; no communication needed).
+        return {"num_tokens": float((store.arrays["labels"][rows] != IGNORE).sum())}
+
+    def micro_loss(self, forward, module, batch: dict, counts: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss_fn(forward, module, batch, counts["num_tokens"]), {}
+
+    def step_metrics(self, counts: dict[str, float], sums: dict[str, float]) -> dict[str, Any]:
+        return {"loss_tokens": int(counts["num_tokens"])}
+
+    def evaluate(
+        self, engine, store: RowStore, rank: int, world: int, micro_batch: int, max_batches: int | None, device
+    ) -> dict[str, float]:
+        return {"eval_loss": evaluate(engine, self.loss_fn, store, rank, world, micro_batch, max_batches, device)}
+
+    def flops_per_token(self, config, seq_len: int) -> float:
+        return train_flops_per_token(config, seq_len)
+
+    def save_extra(self, folder: Path) -> None:
+        """Rank 0 adds task files to a checkpoint (nothing for a language model)."""
+
+
 def _quiet_ray_train_reports() -> None:
     """Ray Train logs every report with its whole metrics payload at INFO; ours carries all the
     step rows since the previous report, which the driver already prints one line each."""
@@ -172,9 +238,10 @@ def _quiet_ray_train_reports() -> None:
 def train_loop_per_worker(plan: dict[str, Any]) -> None:
     import ray.train
 
-    from qwen25_rl.models import load_model, load_tokenizer
+    from qwen25_rl.models import load_tokenizer
 
     _quiet_ray_train_reports()
+    task = make_task(plan)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     trainer = plan["trainer"]
@@ -208,12 +275,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
                     f"checkpoint {ckpt_dir} holds ZeRO optimizer partitions for {state['world_size']} workers; "
                     f"resume with trainer.num_workers={state['world_size']} (this run has {world})"
                 )
-        model = load_model(
-            ckpt_dir if ckpt_dir is not None else plan["initial_model"],
-            dtype="float32",
-            attn_implementation=plan["model"]["attn_implementation"],
-            device=str(device),
-        )
+        model = task.load_model(ckpt_dir if ckpt_dir is not None else plan["initial_model"], device)
         if plan["model"]["gradient_checkpointing"]:
             model.gradient_checkpointing_enable()
         global_step = state["step"] if state else 0
@@ -233,7 +295,6 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             torch.manual_seed(plan["seed"] + rank)
     module = engine.module
     tokenizer = load_tokenizer(plan["tokenizer_dir"]) if rank == 0 else None
-    loss_fn = LossFn(trainer["loss_chunk_size"])
     engine.train(True)
     peak = trainer["peak_tflops"] or device_peak_tflops(
         torch.cuda.get_device_name(device) if device.type == "cuda" else None, "bf16" if bf16 else "fp32"
@@ -262,6 +323,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         if rank == 0:
             module.save_pretrained(tmp, state_dict=export, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
+            task.save_extra(tmp)
             trainer_state = {
                 "stage": plan["stage"],
                 "step": global_step,
@@ -294,35 +356,39 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         B = phase["global_batch"]
         ga = B // (mb * world)
         engine.set_grad_accumulation(ga)
-        store = RowStore(phase["train_dir"])
-        eval_store = RowStore(phase["eval_dir"]) if phase.get("eval_dir") else None
+        store = task.store(phase["train_dir"])
+        eval_store = task.store(phase["eval_dir"]) if phase.get("eval_dir") else None
         schedule = phase_schedule(phase)
-        flops_per_token = train_flops_per_token(module.config, store.seq_len)
+        flops_per_token = task.flops_per_token(module.config, store.seq_len)
         if eval_store is not None and first_step == 0:
-            loss0 = evaluate(engine, loss_fn, eval_store, rank, world, mb, trainer["eval_max_batches"], device)
-            pending.append({"step": global_step, "phase": phase["name"], "eval_loss": loss0, "wall_time": time.time()})
+            first = task.evaluate(engine, eval_store, rank, world, mb, trainer["eval_max_batches"], device)
+            pending.append({"step": global_step, "phase": phase["name"], **first, "wall_time": time.time()})
         # A step's time runs from the end of the previous step's update to the end of its own,
         # so the previous step's report / checkpoint / evaluation cost is counted, not hidden.
         t0 = time.perf_counter()
         for s in range(first_step, phase["steps"]):
             all_rows = step_rows(store.order, s, B)
-            # The step's trained-token count over all ranks, read from the data (every rank
-            # computes the same number; no communication needed).
-            num_tokens = float((store.arrays["labels"][all_rows] != IGNORE).sum())
+            # The step's global normalisers (e.g. trained tokens), the same on every rank.
+            counts = task.step_counts(store, all_rows)
             mine = step_rows(store.order, s, B, rank, world)
             lr = schedule.lr(s)
             loss_acc = 0.0
+            sums: dict[str, float] = {}
             grad_norm = None
             for m in range(ga):
                 batch = store.batch(mine[m * mb : (m + 1) * mb], device)
                 last = m == ga - 1
                 with engine.micro_batch(last):
-                    loss = loss_fn(engine.forward, module, batch, num_tokens)
+                    loss, stats = task.micro_loss(engine.forward, module, batch, counts)
                     engine.backward(loss * world)
                 loss_acc += float(loss.detach())
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
                 grad_norm = engine.after_micro_batch(last, lr)
             global_step += 1
-            (loss_sum,) = _all_reduce_sum([loss_acc], device)
+            keys = sorted(sums)
+            loss_sum, *summed = _all_reduce_sum([loss_acc, *(sums[k] for k in keys)], device)
+            sums = dict(zip(keys, summed))
             t_end = time.perf_counter()
             dt, t0 = t_end - t0, t_end
             tokens = int(store.lengths[all_rows].sum())
@@ -333,7 +399,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "tokens": tokens,
-                "loss_tokens": int(num_tokens),
+                **task.step_metrics(counts, sums),
                 "step_time_s": dt,
                 "tokens_per_s": tokens / dt,
                 "tflops": tokens * flops_per_token / dt / 1e12,
@@ -342,15 +408,15 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             if peak:
                 metrics["mfu"] = metrics["tflops"] / (peak * world)
             if rank == 0:
-                metrics["batch_hash"] = batch_fingerprint(store.numpy_batch(all_rows)["input_ids"])
+                metrics["batch_hash"] = batch_fingerprint(store.numpy_batch(all_rows)[store.key])
             if plan.get("epoch_rows"):
                 metrics["epoch"] = (s + 1) * B / plan["epoch_rows"]
             last_of_phase = s == phase["steps"] - 1
             if eval_store is not None and ((eval_every and global_step % eval_every == 0) or last_of_phase):
-                metrics["eval_loss"] = evaluate(engine, loss_fn, eval_store, rank, world, mb, trainer["eval_max_batches"], device)
+                metrics.update(task.evaluate(engine, eval_store, rank, world, mb, trainer["eval_max_batches"], device))
             if not math.isfinite(loss_sum):
                 raise FloatingPointError(f"loss is {loss_sum} at step {global_step} (phase {phase['name']})")
-            if global_step % log_every == 0 or "eval_loss" in metrics:
+            if global_step % log_every == 0 or any(k.startswith("eval_") for k in metrics):
                 pending.append(metrics)
             if (every and global_step % every == 0) or last_of_phase:
                 save_checkpoint(phase, s + 1)

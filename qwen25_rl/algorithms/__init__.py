@@ -52,9 +52,11 @@ from qwen25_rl.algorithms.policy_loss import (
     truncated_importance_weights,
 )
 from qwen25_rl.algorithms.registry import Registry, UnknownNameError
+from qwen25_rl.algorithms.reward_model import DEFAULT_CRITERIA, multi_criterion_bt_loss, pairwise_accuracy, rating_loss
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
+    "DEFAULT_CRITERIA",
     "DPO_LOSSES",
     "KL_ESTIMATORS",
     "LOSS_AGG_MODES",
@@ -83,9 +85,12 @@ __all__ = [
     "lm_loss",
     "lm_loss_from_hidden",
     "masked_mean",
+    "multi_criterion_bt_loss",
+    "pairwise_accuracy",
     "policy_loss",
     "policy_loss_from_hidden",
     "ppo_clip_loss",
+    "rating_loss",
     "register_advantage_estimator",
     "register_dpo_loss",
     "register_kl_estimator",

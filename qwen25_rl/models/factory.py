@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +118,20 @@ def load_model(path: str | Path, *, dtype: str = "float32", attn_implementation:
         local_files_only=True,
     )
     return model.to(device) if device else model
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers logs errors only within the block: loading a causal LM's backbone into a
+    reward model reports the new score head and the unused lm_head as warnings, which is the intent."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def load_tokenizer(path: str | Path, padding_side: str | None = None):
