@@ -172,16 +172,20 @@ class RewardModelScorer:
     def criteria(self) -> list[str]:
         return self.info.criteria
 
-    def token_ids(self, prompt: str, response: str) -> list[int]:
-        """The sequence the RM scores: as `qwen25_rl.data.pairs` builds training pairs."""
+    def token_ids(self, prompt: str | list[dict[str, str]], response: str) -> list[int]:
+        """The sequence the RM scores, as `qwen25_rl.data.pairs` builds training pairs. `prompt`:
+        the user's text, or a conversation ending with the user's turn (chat template only)."""
         tok = self.tokenizer
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         if self.template == "chat":
-            prompt_text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            prompt_text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        elif len(messages) == 1:
+            prompt_text = messages[0]["content"]
         else:
-            prompt_text = prompt
+            raise ValueError("a multi-turn prompt needs the reward model's chat template (template: chat)")
         return tok.encode(prompt_text, add_special_tokens=False) + tok.encode(response, add_special_tokens=False) + [tok.eos_token_id]
 
-    def score(self, prompts: list[str], responses: list[str]) -> ScoredBatch:
+    def score(self, prompts: list[str] | list[list[dict[str, str]]], responses: list[str]) -> ScoredBatch:
         import torch
 
         if len(prompts) != len(responses):

@@ -3,8 +3,11 @@
 Two backends behind one protocol (the one `reward.rm_client` speaks, see there):
 - a reward config (`RewardConfig`: math, code, custom functions, weighted) scored by a
   `RewardScorer` in each replica, so several runs can share one set of sandboxes/verifiers;
-- a learned reward model: a local Hugging Face sequence-classification checkpoint with one
-  output, scored in micro-batches (`RewardModelScorer`).
+- a learned reward model: an RM folder (what `qwen25-rl rm` writes: a sequence-classification
+  checkpoint with one output per criterion, or any such checkpoint with one output) scored by
+  `qwen25_rl.reward.learned.RewardModelScorer`, the scoring path of the RL stages' RM workers,
+  so the endpoint gives the same numbers for the same samples. A sample's reward is the
+  combined score (sum of weight x criterion score), its breakdown each criterion's score.
 
 Each request may carry many samples. Requests are cut into pieces of at most max_batch_size
 samples that go through a `@serve.batch` method counting samples (batch_size_fn), so the
@@ -20,74 +23,53 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 from ray import serve
 
 from qwen25_rl.reward.config import RewardConfig
+from qwen25_rl.reward.learned import RewardModelScorer, read_info
 from qwen25_rl.reward.serve_config import RewardModelServeConfig, ServeConfig
 from qwen25_rl.reward.types import RewardResult, RewardSample
 
 log = logging.getLogger("reward.serve")
 
 
-class RewardModelScorer:
-    """A sequence-classification reward model: reward = the single logit for (prompt, response)."""
+class _ModelBackend:
+    """A learned reward model (an RM folder) scored by `qwen25_rl.reward.learned.RewardModelScorer`,
+    the one scoring path the RL stages' RM workers use too: the same tokenisation, truncation
+    and numbers. reward = the combined score (sum of weight x criterion score), breakdown = each
+    criterion's score."""
 
     def __init__(self, cfg: RewardModelServeConfig, num_threads: int | None = None):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        if not os.path.isdir(cfg.path):
-            raise FileNotFoundError(f"reward_model.path {cfg.path} is not a folder (a Hugging Face checkpoint is expected)")
-        self.cfg = cfg
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.path)
-        # Keep the end of an over-long text: the score is read at the last token. Right
-        # padding keeps every row's positions 0..n-1, as when it is scored alone.
-        self.tokenizer.truncation_side = "left"
-        self.tokenizer.padding_side = "right"
-        if self.tokenizer.pad_token is None:
-            raise ValueError(f"the tokenizer in {cfg.path} has no pad token; batched scoring needs one")
-        dtype = getattr(torch, cfg.dtype)
-        self.model = AutoModelForSequenceClassification.from_pretrained(cfg.path, dtype=dtype).eval()
-        if self.model.config.num_labels != 1:
-            raise ValueError(f"{cfg.path} has num_labels={self.model.config.num_labels}; a reward model has exactly 1 output")
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        if cfg.template == "chat" and not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(f"reward_model.template is 'chat' but the tokenizer in {cfg.path} has no chat template (use template: plain)")
+        self.cfg = cfg
+        self.scorer = RewardModelScorer(
+            cfg.path, micro_batch_size=cfg.micro_batch_size, max_length=cfg.max_length, template=cfg.template, dtype=cfg.dtype
+        )
 
-    def text(self, s: RewardSample) -> str:
-        if self.cfg.template == "plain":
-            return s.prompt + s.response
-        messages = [{"role": "user", "content": s.prompt}, {"role": "assistant", "content": s.response}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False)
-
-    def score_values(self, samples: list[RewardSample]) -> list[float]:
-        torch = self.torch
-        out: list[float] = []
-        mb = self.cfg.micro_batch_size
-        for i in range(0, len(samples), mb):
-            texts = [self.text(s) for s in samples[i : i + mb]]
-            enc = self.tokenizer(
-                texts, return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length, add_special_tokens=False
-            )
-            with torch.inference_mode():
-                logits = self.model(**enc).logits
-            out.extend(logits[:, 0].float().tolist())
-        return out
-
-    def score(self, samples: list[RewardSample]) -> list[RewardResult]:
+    def score(self, samples: list[RewardSample]) -> tuple[list[RewardResult], dict[str, int]]:
         try:
-            values = self.score_values(samples)
+            batch = self.scorer.score([s.prompt for s in samples], [s.response for s in samples])
         except Exception as e:  # a bad batch is reported per sample, the replica keeps serving
             err = f"reward model failed: {type(e).__name__}: {e}"
-            return [RewardResult(None, {}, "error", err, function_status={"reward_model": "error"}) for _ in samples]
-        return [RewardResult(v, {"reward_model": v}, "ok", function_status={"reward_model": "ok"}) for v in values]
+            return [RewardResult(None, {}, "error", err, function_status={"reward_model": "error"}) for _ in samples], {}
+        criteria = self.scorer.criteria
+        results = [
+            RewardResult(total, dict(zip(criteria, row)), "ok", function_status={"reward_model": "ok"})
+            for total, row in zip(batch.combined.tolist(), batch.scores.tolist())
+        ]
+        if batch.truncated:
+            log.info(
+                "%d of %d samples longer than max_length %d: scored on their last tokens",
+                batch.truncated,
+                len(samples),
+                self.scorer.max_length,
+            )
+        return results, {"truncated": batch.truncated}
 
     def close(self) -> None:
         pass
@@ -102,11 +84,11 @@ class _ConfigScorer:
         self.scorer = RewardScorer(cfg)
         self.cfg = cfg
 
-    def score(self, samples: list[RewardSample]) -> list[RewardResult]:
+    def score(self, samples: list[RewardSample]) -> tuple[list[RewardResult], dict[str, int]]:
         from qwen25_rl.reward.scorer import combine
 
         raw = self.scorer.score_raw(samples)
-        return [combine(s, o, self.cfg) for s, o in zip(samples, raw)]
+        return [combine(s, o, self.cfg) for s, o in zip(samples, raw)], {}
 
     def close(self) -> None:
         self.scorer.close()
@@ -132,16 +114,27 @@ class RewardService:
             raise ValueError("serve exactly one of a reward config or a reward model")
         if rm_json is not None:
             rm_cfg = RewardModelServeConfig.model_validate(rm_json)
-            self.backend: Any = RewardModelScorer(rm_cfg, rm_cfg.num_threads or max(1, int(num_cpus)))
-            self.info = {"kind": "reward_model", "path": rm_cfg.path, "template": rm_cfg.template}
+            self.backend: Any = _ModelBackend(rm_cfg, rm_cfg.num_threads or max(1, int(num_cpus)))
+            rm_info = self.backend.scorer.info
+            self.info = {
+                "kind": "reward_model",
+                "path": rm_cfg.path,
+                "template": rm_cfg.template,
+                "criteria": list(rm_info.criteria),
+                "weights": dict(rm_info.weights),
+                "max_length": self.backend.scorer.max_length,
+            }
         else:
             cfg = RewardConfig.model_validate(reward_json)
             self.backend = _ConfigScorer(cfg)
             self.info = {"kind": "reward", "functions": [{"name": f.label, "type": f.type, "weight": f.weight} for f in cfg.functions]}
         self.max_samples = max_samples
         self.max_batch_size = max_batch_size
-        # Served counts (GET shows them): how well requests are being batched together.
+        # Served counts (GET shows them): how well requests are being batched together; for a
+        # reward model also how many samples were longer than max_length (scored on their end).
         self.stats = {"requests": 0, "samples": 0, "batches": 0, "largest_batch": 0}
+        if rm_json is not None:
+            self.stats["truncated"] = 0
         self._score_batched.set_max_batch_size(max_batch_size)
         self._score_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -153,7 +146,10 @@ class RewardService:
         self.stats["batches"] += 1
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(flat))
         # Scoring blocks (model forward, sandbox runs): keep the replica's event loop free.
-        results = [r.to_dict() for r in await asyncio.to_thread(self.backend.score, flat)]
+        scored, counts = await asyncio.to_thread(self.backend.score, flat)
+        for key, n in counts.items():
+            self.stats[key] = self.stats.get(key, 0) + n
+        results = [r.to_dict() for r in scored]
         out, i = [], 0
         for piece in pieces:
             out.append(results[i : i + len(piece)])
@@ -226,8 +222,8 @@ def deploy(serve_cfg: ServeConfig, reward_cfg: RewardConfig | None = None, rm_cf
         from qwen25_rl.reward.scorer import check_plugins
 
         check_plugins(reward_cfg)
-    if rm_cfg is not None and not os.path.isdir(rm_cfg.path):
-        raise FileNotFoundError(f"reward_model.path {rm_cfg.path} is not a folder (a Hugging Face checkpoint is expected)")
+    if rm_cfg is not None:
+        read_info(rm_cfg.path)  # not a model folder, or no score head: a user error naming the folder
     serve.start(http_options={"host": serve_cfg.host, "port": serve_cfg.port})
     serve.run(build_app(serve_cfg, reward_cfg, rm_cfg), name=serve_cfg.app_name, route_prefix=serve_cfg.route_prefix)
     return endpoint_url(serve_cfg)

@@ -38,14 +38,22 @@ class ServeConfig(Section):
 
 
 class RewardModelServeConfig(Section):
-    """A learned reward model to serve: a local Hugging Face sequence-classification
-    checkpoint with one output (the reward is that logit)."""
+    """A learned reward model to serve: an RM folder (`qwen25-rl rm` writes one: a Hugging Face
+    sequence-classification checkpoint with one output per criterion, its tokenizer and
+    reward_model.json), or any sequence-classification checkpoint (its outputs are criteria of
+    weight 1). Scored by `qwen25_rl.reward.learned.RewardModelScorer`, as the RL stages' RM
+    workers score: reward = sum of weight x criterion score, breakdown = each criterion's score.
+    A folder without a score head (e.g. a causal LM) is refused when the endpoint is deployed."""
 
     path: str
-    # chat: score the ChatML rendering of [user: prompt, assistant: response] (what the
-    # reward model was trained on); plain: prompt + response as one string.
+    # chat: the prompt rendered by the RM's own chat template as one user turn with the
+    # assistant turn opened, then the response and the end-of-turn token (what the RM was
+    # trained on); plain: prompt + response + end-of-turn token.
     template: Literal["chat", "plain"] = "chat"
-    max_length: int = Field(default=2048, gt=0)
+    # Tokens per sequence; longer ones keep their end (where the score is read) and are
+    # counted (GET stats: truncated). null: the RM's own max_length from reward_model.json
+    # (max_position_embeddings for a checkpoint without one).
+    max_length: int | None = Field(default=None, gt=0)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # Samples per forward pass inside a batch.
     micro_batch_size: int = Field(default=16, ge=1)

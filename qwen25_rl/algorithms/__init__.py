@@ -2,7 +2,7 @@
 
 log-probs / entropy (chunked, from logits or from hidden states), advantage estimators,
 policy / KL / DPO / reward-model / language-model losses. Extension points are registries:
-`ADVANTAGE_ESTIMATORS`, `POLICY_LOSSES`, `KL_ESTIMATORS`, `DPO_LOSSES`; adding one is one
+`ADVANTAGE_ESTIMATORS`, `POLICY_LOSSES`, `KL_ESTIMATORS`, `DPO_LOSSES`, `REWARD_COMBINERS`; adding one is one
 function decorated with `register_advantage_estimator("name")` (etc.).
 """
 
@@ -52,9 +52,13 @@ from qwen25_rl.algorithms.policy_loss import (
     truncated_importance_weights,
 )
 from qwen25_rl.algorithms.registry import Registry, UnknownNameError
+from qwen25_rl.algorithms.reward_combination import REWARD_COMBINERS, combine_rewards, register_reward_combiner
 from qwen25_rl.algorithms.reward_model import DEFAULT_CRITERIA, multi_criterion_bt_loss, pairwise_accuracy, rating_loss
 
 __all__ = [
+    "REWARD_COMBINERS",
+    "combine_rewards",
+    "register_reward_combiner",
     "ADVANTAGE_ESTIMATORS",
     "DEFAULT_CRITERIA",
     "DPO_LOSSES",

@@ -31,6 +31,9 @@ class PromptRecord:
     answer: Any = None
     data_source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The conversation as given (a `prompt` row: one user turn), before any chat template: what
+    # a reward model with its own template renders.
+    messages: list[dict[str, str]] = field(default_factory=list)
 
 
 def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
@@ -120,7 +123,7 @@ def load_prompts(
                 continue
             answer = row.get(answer_key, row.get("tests"))
             extra = {k: v for k, v in row.items() if k not in (prompt_key, messages_key, answer_key, "tests", "data_source")}
-            records.append(PromptRecord(len(records), ids, text, answer, str(row.get("data_source") or ""), extra))
+            records.append(PromptRecord(len(records), ids, text, answer, str(row.get("data_source") or ""), extra, messages))
     if not records:
         raise DatasetError(f"no usable prompts in {files} ({dropped['too_long']} longer than max_prompt_length)")
     return records, dropped

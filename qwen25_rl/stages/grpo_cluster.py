@@ -16,6 +16,7 @@ from typing import Any
 import ray
 
 from qwen25_rl.actors.policy import DPOSettings, LossSettings, PolicyWorker, ReferenceWorker, TrainSettings
+from qwen25_rl.actors.reward_model import RewardModelGroup
 from qwen25_rl.actors.rollout import RolloutWorker, SamplingSettings
 from qwen25_rl.actors.weight_sync import get_weight_sync
 from qwen25_rl.actors.worker_group import WorkerGroup
@@ -95,6 +96,23 @@ class RLCluster:
                     **common,
                 )
             )
+        # Learned reward models (GRPO's `reward_models`): a worker group each.
+        self.reward_models: dict[str, Any] = {}
+        for m in getattr(cfg, "reward_models", []):
+            self.reward_models[m.name] = self._add(
+                RewardModelGroup(
+                    m.path,
+                    name=f"{name}/rm-{m.name}",
+                    num_workers=m.num_workers,
+                    num_cpus=m.num_cpus_per_worker,
+                    num_gpus=m.num_gpus_per_worker,
+                    micro_batch_size=m.micro_batch_size,
+                    max_length=m.max_length,
+                    template=m.template,
+                    torch_threads=m.torch_threads,
+                    **common,
+                )
+            )
         self.rollout = None
         ro = cfg.rollout
         if not self.with_rollout:
@@ -134,7 +152,8 @@ class RLCluster:
         # Models load in parallel on every group.
         return self.policy.run_async("init_model") + (self.reference.run_async("init_model") if self.reference else [])
 
-    def _add(self, group: WorkerGroup) -> WorkerGroup:
+    def _add(self, group):
+        """Keep a worker group (anything with shutdown()) for `shutdown`."""
         self.groups.append(group)
         return group
 

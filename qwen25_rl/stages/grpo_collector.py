@@ -111,8 +111,15 @@ class GroupCollector:
         out = TensorBatch.cat(kept) if kept else TensorBatch()
         return StepRollout(out, dict(counts) | self.batch_metrics(out))
 
-    def score(self, batch: TensorBatch, prompts: list[PromptRecord], tag: str) -> tuple[TensorBatch, dict[str, float]]:
-        """Rewards for every sample; samples the failure policy dropped are removed (whole groups)."""
+    def score(
+        self, batch: TensorBatch, prompts: list[PromptRecord], tag: str, *, with_reward_models: bool = True
+    ) -> tuple[TensorBatch, dict[str, float]]:
+        """Rewards for every sample; samples the failure policy dropped are removed (whole groups).
+
+        The rule rewards come from the reward pool; each learned reward model (`reward_models`,
+        unless `with_reward_models` is false) scores the samples on its own workers, joined by
+        sample id, and adds one component per criterion. Components become the reward by
+        `algorithm.reward_combination` (qwen25_rl.algorithms.reward_combination)."""
         from qwen25_rl.reward.types import RewardSample
 
         samples = []
@@ -137,13 +144,62 @@ class GroupCollector:
             for k, v in self.pool.last_stats.as_metrics().items()
             if k.endswith(("error", "timeout", "dropped", "groups_dropped"))
         }
+        rewards = torch.tensor([r.reward if r.reward is not None else float("nan") for r in results], dtype=torch.float32)
+        models = self.cluster.reward_models if with_reward_models else {}
+        if models and keep:
+            metrics |= self._score_with_reward_models(
+                models, [samples[i] for i in keep], [prompts[batch.meta["prompt_index"][i]] for i in keep], [results[i] for i in keep]
+            )
+        # DPO's sampling rounds use this collector too; their config has no reward combination.
+        combination = getattr(self.cfg.algorithm, "reward_combination", "sum")
+        if models or combination != "sum":
+            rewards[keep] = self._combine([samples[i] for i in keep], [results[i] for i in keep], with_reward_models=bool(models))
         batch.meta["group_id"] = [s.group_id for s in samples]
         batch.meta["data_source"] = [s.data_source for s in samples]
         batch.meta["reward_breakdown"] = [r.breakdown for r in results]
-        batch = batch.with_tensors(
-            rewards=torch.tensor([r.reward if r.reward is not None else float("nan") for r in results], dtype=torch.float32)
-        )
+        batch = batch.with_tensors(rewards=rewards)
         return batch.select(keep), metrics
+
+    def _score_with_reward_models(self, models: dict, samples: list, records: list[PromptRecord], results: list) -> dict[str, float]:
+        """Each RM's criterion scores and weighted total into the samples' breakdowns, by sample id."""
+        from qwen25_rl.actors.reward_model import RMSample
+
+        rm_samples = [RMSample(s.sample_id, rec.messages or rec.prompt_text, s.response) for s, rec in zip(samples, records)]
+        metrics: dict[str, float] = {}
+        for m in self.cfg.reward_models:
+            out = models[m.name].score(rm_samples)
+            weights = self._criteria_weights(m, models[m.name])
+            for s, r in zip(samples, results):
+                scores, _ = out.by_id[s.sample_id]
+                for c, v in zip(out.criteria, scores):
+                    r.breakdown[f"{m.name}/{c}"] = v
+                r.breakdown[m.name] = float(sum(weights[c] * v for c, v in zip(out.criteria, scores)))
+            metrics[f"reward_model/{m.name}/truncated"] = float(out.truncated)
+            metrics[f"time/reward_model/{m.name}_s"] = out.seconds
+        return metrics
+
+    @staticmethod
+    def _criteria_weights(m, group) -> dict[str, float]:
+        saved = group.info["weights"]
+        return {c: float((m.criteria_weights or saved).get(c, 0.0)) for c in group.criteria}
+
+    def _combine(self, samples: list, results: list, *, with_reward_models: bool) -> torch.Tensor:
+        """The reward of each sample from its components: rule rewards by their weights, each RM
+        criterion by (RM weight) x (criterion weight)."""
+        from qwen25_rl.algorithms import combine_rewards
+
+        components = [(f.label, f.weight) for f in self.cfg.reward.functions]
+        if with_reward_models:
+            for m in self.cfg.reward_models:
+                weights = self._criteria_weights(m, self.cluster.reward_models[m.name])
+                components += [(f"{m.name}/{c}", m.weight * w) for c, w in weights.items()]
+        values = torch.tensor(
+            [[r.breakdown.get(k) if r.breakdown.get(k) is not None else float("nan") for k, _ in components] for r in results],
+            dtype=torch.float32,
+        ).reshape(len(results), len(components))
+        weights = torch.tensor([w for _, w in components], dtype=torch.float32)
+        combination = getattr(self.cfg.algorithm, "reward_combination", "sum")
+        return combine_rewards(values, weights, [s.group_id for s in samples], combination).float()
 
     def batch_metrics(self, batch: TensorBatch) -> dict[str, float]:
         if len(batch) == 0:
@@ -199,7 +255,7 @@ def evaluate(
         settings.temperature, settings.n = 0.0, 1
     t = time.perf_counter()
     batch, _ = cluster.collect(cluster.generate_async([r.prompt_ids for r in records], settings))
-    scored, _ = collector.score(batch, records, f"eval{step}")
+    scored, _ = collector.score(batch, records, f"eval{step}", with_reward_models=False)  # accuracy needs the rule reward only
     correct: dict[int, list[bool]] = defaultdict(list)
     for idx, b in zip(scored.meta["prompt_index"], scored.meta["reward_breakdown"]):
         v = b.get(accuracy_label)

@@ -77,6 +77,28 @@ class ReferenceConfig(Section):
     torch_threads: int | None = Field(default=None, ge=1)
 
 
+class RewardModelConfig(Section):
+    """A learned reward model (an RM folder from `qwen25-rl rm`, or any sequence-classification
+    checkpoint) scoring every sample on its own worker group, beside the rule rewards. Each of
+    its criteria is a reward component (`<name>/<criterion>` in the metrics) with weight
+    `weight` x the criterion's weight (`criteria_weights`, else the RM's reward_model.json)."""
+
+    name: str = "rm"
+    path: str
+    weight: float = 1.0
+    criteria_weights: dict[str, float] | None = None
+    # chat: the RM's own chat template renders the prompt (its tokenizer may differ from the
+    # policy's); plain: prompt text + response.
+    template: Literal["chat", "plain"] = "chat"
+    # Tokens per scored sequence (null: the RM's own limit); longer ones keep their end, counted.
+    max_length: int | None = Field(default=None, gt=0)
+    micro_batch_size: int = Field(default=16, ge=1)
+    num_workers: int = Field(default=1, ge=1)
+    num_cpus_per_worker: float = Field(default=1.0, gt=0)
+    num_gpus_per_worker: float = Field(default=0.0, ge=0)
+    torch_threads: int | None = Field(default=None, ge=1)
+
+
 class DynamicSamplingConfig(Section):
     """DAPO dynamic sampling: drop groups whose rewards are all equal (no learning signal) and
     refill with new prompts, up to `max_rounds` generation rounds per step."""
@@ -118,6 +140,10 @@ class AlgorithmConfig(Section):
     one_step_off_policy: bool = False
     # The reward function whose value (1 = solved) defines accuracy; null: the first one.
     accuracy_reward: str | None = None
+    # How reward components (rule rewards, reward-model criteria) become one reward:
+    # sum: weighted sum; group_normalized: each component normalised within its group first
+    # (GDPO), so a component with a large spread does not drown the others.
+    reward_combination: Literal["sum", "group_normalized"] = "sum"
 
 
 class EvalConfig(Section):
@@ -177,9 +203,13 @@ class GRPOConfig(StageConfig):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
+    reward_models: list[RewardModelConfig] = Field(default_factory=list)
 
     def worker_groups(self) -> list[GroupDemand]:
-        return rl_worker_groups(self, with_reference=self.algorithm.kl_coef > 0, with_rollout=True)
+        groups = rl_worker_groups(self, with_reference=self.algorithm.kl_coef > 0, with_rollout=True)
+        return groups + [
+            GroupDemand(f"reward model {m.name}", m.num_workers, m.num_cpus_per_worker, m.num_gpus_per_worker) for m in self.reward_models
+        ]
 
     @model_validator(mode="after")
     def _consistent(self) -> GRPOConfig:
@@ -206,4 +236,8 @@ class GRPOConfig(StageConfig):
             raise ValueError(
                 f"algorithm.accuracy_reward {self.algorithm.accuracy_reward!r} is not a reward function label ({', '.join(labels)})"
             )
+        names = [m.name for m in self.reward_models]
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(labels)))
+        if clash:
+            raise ValueError(f"reward_models: names {clash} repeat or clash with reward function labels; give each a unique name")
         return self

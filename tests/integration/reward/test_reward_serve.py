@@ -1,5 +1,7 @@
-"""Rewards on Ray Serve (loopback only): a reward config and a tiny learned reward model behind
-HTTP JSON with @serve.batch, and the reward pool calling such an endpoint as a reward."""
+"""Rewards on Ray Serve (loopback only): a reward config and tiny learned reward models (one
+output, and a 3-criterion RM folder as `qwen25-rl rm` writes it) behind HTTP JSON with
+@serve.batch, and the reward pool calling such an endpoint as a reward. A served RM gives the
+numbers of `qwen25_rl.reward.learned.RewardModelScorer`, the RL stages' RM scoring path."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from qwen25_rl.errors import UserPathError
 from qwen25_rl.reward.config import RewardConfig
 from qwen25_rl.reward.scorer import RewardScorer, combine
 from qwen25_rl.reward.serve_config import RewardModelServeConfig, ServeConfig
@@ -39,6 +42,9 @@ def get(url: str) -> dict:
 
 
 REWARD_CFG = {"functions": [{"type": "math", "timeout_s": 3.0}, {"type": "format", "weight": 0.1}]}
+CRITERIA = ["helpfulness", "correctness", "verbosity"]
+WEIGHTS = {"helpfulness": 1.0, "correctness": 2.0, "verbosity": -0.5}
+RM_MAX_LENGTH = 96
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +66,22 @@ def rm_dir(tmp_path_factory, tiny_tokenizer):
 
 
 @pytest.fixture(scope="module")
-def endpoints(local_ray, rm_dir):
+def rm3_dir(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
+    """A 3-criterion RM folder as `qwen25-rl rm` writes it: the tiny policy's backbone with a
+    new score head, its tokenizer, reward_model.json (weights, a short max_length)."""
+    from qwen25_rl.models.reward_model import build_reward_model
+    from qwen25_rl.reward.learned import RewardModelInfo
+
+    out = tmp_path_factory.mktemp("rm3") / "rm3"
+    model = build_reward_model(tiny_model_dir, CRITERIA, pad_token_id=tiny_tokenizer.pad_token_id, seed=5)
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    RewardModelInfo(criteria=CRITERIA, weights=WEIGHTS, max_length=RM_MAX_LENGTH).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def endpoints(local_ray, rm_dir, rm3_dir):
     from ray import serve
 
     from qwen25_rl.reward.serve import deploy
@@ -74,7 +95,13 @@ def endpoints(local_ray, rm_dir):
         ServeConfig(app_name="rm", route_prefix="/rm", max_batch_size=16, **common),
         rm_cfg=RewardModelServeConfig(path=str(rm_dir), micro_batch_size=4),
     )
-    yield {"reward": reward_url, "rm": rm_url}
+    # max_length left null: the RM's own (reward_model.json); micro-batches of 2 inside Serve's
+    # batches, unlike the in-process scorer the test compares with.
+    rm3_url = deploy(
+        ServeConfig(app_name="rm3", route_prefix="/rm3", max_batch_size=16, **common),
+        rm_cfg=RewardModelServeConfig(path=str(rm3_dir), micro_batch_size=2),
+    )
+    yield {"reward": reward_url, "rm": rm_url, "rm3": rm3_url}
     serve.shutdown()
 
 
@@ -151,6 +178,9 @@ def test_pool_calls_the_endpoint_as_a_reward(endpoints):
 
 
 def test_reward_model_endpoint_matches_an_unbatched_forward(endpoints, rm_dir):
+    """A one-output checkpoint (no reward_model.json): its output is the reward, under the key of
+    its one criterion, on the sequence the RM is trained on (the prompt as a user turn with the
+    assistant turn opened by the RM's own chat template, then the response and EOS)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -166,12 +196,82 @@ def test_reward_model_endpoint_matches_an_unbatched_forward(endpoints, rm_dir):
     tok = AutoTokenizer.from_pretrained(rm_dir)
     model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
     for s, r in zip(samples, body["results"]):
-        text = tok.apply_chat_template(
-            [{"role": "user", "content": s.prompt}, {"role": "assistant", "content": s.response}], tokenize=False
-        )
+        prompt = tok.apply_chat_template([{"role": "user", "content": s.prompt}], tokenize=False, add_generation_prompt=True)
+        ids = tok.encode(prompt, add_special_tokens=False) + tok.encode(s.response, add_special_tokens=False) + [tok.eos_token_id]
         with torch.inference_mode():
-            want = model(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
+            want = model(input_ids=torch.tensor([ids])).logits[0, 0].item()
         assert r["reward"] == pytest.approx(want, abs=1e-4)
+        assert r["breakdown"] == {"reward": r["reward"]}
+    info = get(endpoints["rm"])
+    assert info["criteria"] == ["reward"] and info["weights"] == {"reward": 1.0}
+
+
+def rm_samples() -> list[RewardSample]:
+    """Lengths in no order, one far past RM_MAX_LENGTH tokens."""
+    return [
+        RewardSample("It is 4, because 2 + 2 = 4.", prompt="2+2?"),
+        RewardSample("Paris.", prompt="Capital of France?"),
+        RewardSample("a long answer that goes on and on " * 12, prompt="Tell me everything."),
+        RewardSample("", prompt="Say nothing."),
+        RewardSample("def f():\n    return 1\n", prompt="Write f."),
+        RewardSample("ok", prompt=""),
+    ]
+
+
+def test_multi_criterion_rm_endpoint_gives_the_rl_scorers_numbers(endpoints, rm3_dir):
+    """reward = the combined score, breakdown = one score per criterion, equal to what
+    RewardModelScorer (the RM workers' path) gives for the same samples, in request order; the
+    over-long sample is scored on its end and counted."""
+    from qwen25_rl.reward.learned import RewardModelScorer
+
+    samples = rm_samples()
+    before = get(endpoints["rm3"])
+    assert before["criteria"] == CRITERIA and before["weights"] == WEIGHTS and before["max_length"] == RM_MAX_LENGTH
+    status, body = post(endpoints["rm3"], {"samples": [s.to_dict() for s in samples]})
+    assert status == 200 and [r["status"] for r in body["results"]] == ["ok"] * len(samples)
+
+    scorer = RewardModelScorer(rm3_dir)
+    assert [len(scorer.token_ids(s.prompt, s.response)) > RM_MAX_LENGTH for s in samples] == [False, False, True, False, False, False]
+    want = scorer.score([s.prompt for s in samples], [s.response for s in samples])
+    assert want.truncated == 1
+    got = body["results"]
+    assert [r["reward"] for r in got] == pytest.approx(want.combined.tolist(), abs=1e-5)
+    for r, row in zip(got, want.scores.tolist()):
+        assert list(r["breakdown"]) == CRITERIA
+        assert list(r["breakdown"].values()) == pytest.approx(row, abs=1e-5)
+        assert r["reward"] == pytest.approx(sum(WEIGHTS[c] * r["breakdown"][c] for c in CRITERIA), abs=1e-5)
+    assert len({round(r["reward"], 4) for r in got}) == len(samples)  # distinct samples, distinct rewards: order is checked
+    after = get(endpoints["rm3"])["stats"]
+    assert after["truncated"] - before["stats"]["truncated"] == 1
+    assert after["samples"] - before["stats"]["samples"] == len(samples)
+
+
+def test_a_failing_rm_batch_gives_per_sample_errors(rm3_dir, monkeypatch):
+    """The backend of a served RM, in process: a batch whose scoring raises comes back as one
+    error result per sample (nothing becomes 0) and the next batch is scored."""
+    from qwen25_rl.reward.serve import _ModelBackend
+
+    backend = _ModelBackend(RewardModelServeConfig(path=str(rm3_dir)), num_threads=1)
+    samples = rm_samples()[:3]
+    real = backend.scorer.score
+
+    def boom(prompts, responses):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(backend.scorer, "score", boom)
+    results, counts = backend.score(samples)
+    assert [(r.reward, r.status) for r in results] == [(None, "error")] * 3 and counts == {}
+    assert all("reward model failed: RuntimeError: boom" in r.error for r in results)
+    monkeypatch.setattr(backend.scorer, "score", real)
+    results, counts = backend.score(samples)
+    assert [r.status for r in results] == ["ok"] * 3 and counts == {"truncated": 1}
+
+
+def test_a_causal_lm_folder_is_refused_at_deploy(tiny_model_dir):
+    from qwen25_rl.reward.serve import deploy
+
+    with pytest.raises(UserPathError, match=rf"{tiny_model_dir} has no score head"):
+        deploy(ServeConfig(app_name="lm", route_prefix="/lm", port=_port()), rm_cfg=RewardModelServeConfig(path=str(tiny_model_dir)))
 
 
 def test_concurrent_requests_are_scored_in_shared_batches(endpoints):

@@ -1,0 +1,72 @@
+"""RewardModelWorker groups on Ray: scores joined to samples by id (not position), equal to the
+one scoring path in-process (qwen25_rl.reward.learned), with the RM's own tokenizer and chat
+template when they differ from the policy's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen25_rl.actors.reward_model import RewardModelGroup, RMSample
+from qwen25_rl.reward.learned import RewardModelInfo, RewardModelScorer
+
+CRITERIA = ["helpfulness", "conciseness"]
+
+
+@pytest.fixture(scope="module")
+def rm_with_its_own_tokenizer(tmp_path_factory):
+    """An RM whose tokenizer is not the policy's (another vocabulary, trained on other text)."""
+    from qwen25_rl.models import build_model
+    from qwen25_rl.models.reward_model import build_reward_model
+    from qwen25_rl.models.tokenizer import build_tokenizer, builtin_corpus
+
+    root = tmp_path_factory.mktemp("rm_tok")
+    tok = build_tokenizer(builtin_corpus(max_chars=60_000)[::-1], vocab_size=700)
+    base = build_model("tiny", tokenizer=tok, seed=5)
+    base.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    rm = build_reward_model(root / "base", CRITERIA, pad_token_id=tok.pad_token_id, seed=1)
+    rm.save_pretrained(root / "rm")
+    tok.save_pretrained(root / "rm")
+    RewardModelInfo(criteria=CRITERIA, weights={"helpfulness": 1.0, "conciseness": 0.25}, max_length=96).save(root / "rm")
+    return root / "rm"
+
+
+def samples() -> list[RMSample]:
+    texts = ["5", "The answer is 5.", "I can't help with that.", "We compute 2 + 3, which gives 5. The final answer is 5." * 4]
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "what is 2 + 3?"}]
+    out = [RMSample(f"s{i}", "what is 2 + 3?", t) for i, t in enumerate(texts)]
+    return out + [RMSample("chat", chat, "5")]
+
+
+def test_worker_scores_equal_the_in_process_scorer_joined_by_sample_id(local_ray, rm_with_its_own_tokenizer, tiny_tokenizer):
+    group = RewardModelGroup(str(rm_with_its_own_tokenizer), name="t/rm", num_workers=2, num_cpus=0.5, micro_batch_size=2)
+    try:
+        batch = samples()
+        shuffled = batch[::-1]
+        got = group.score(shuffled)
+        assert got.criteria == CRITERIA and set(got.by_id) == {s.sample_id for s in batch}
+        assert got.truncated == 1  # the long response is over the RM's 96 tokens
+        scorer = RewardModelScorer(rm_with_its_own_tokenizer)
+        want = scorer.score([s.prompt for s in batch], [s.response for s in batch])
+        for i, s in enumerate(batch):
+            scores, combined = got.by_id[s.sample_id]
+            torch.testing.assert_close(torch.tensor(scores), want.scores[i], rtol=0, atol=1e-5)
+            assert combined == pytest.approx(float(want.combined[i]), abs=1e-5)
+        # The RM tokenised with its own vocabulary and template, not the policy's.
+        ids = scorer.token_ids("what is 2 + 3?", "5")
+        assert ids != tiny_tokenizer.encode(
+            tiny_tokenizer.apply_chat_template([{"role": "user", "content": "what is 2 + 3?"}], tokenize=False, add_generation_prompt=True)
+            + "5"
+        )
+    finally:
+        group.shutdown()
+
+
+def test_a_sample_id_given_twice_is_an_error_naming_it(local_ray, rm_with_its_own_tokenizer):
+    group = RewardModelGroup(str(rm_with_its_own_tokenizer), name="t/rm-dup", num_workers=1, num_cpus=0.5)
+    try:
+        with pytest.raises(RuntimeError, match="sample 's1' was scored twice"):
+            group.score([RMSample("s1", "a", "b"), RMSample("s1", "a", "c")])
+    finally:
+        group.shutdown()
