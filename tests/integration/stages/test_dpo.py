@@ -160,7 +160,7 @@ def test_sampled_rounds_store_pairs_with_the_samplers_reference_log_probs(tiny_m
     assert again[0]["dpo/loss/preference"] == pytest.approx(math.log(2), abs=1e-4)
 
 
-def test_stored_reference_log_probs_give_the_same_steps_as_online_ones(tiny_model_dir, digit_task, tmp_path):
+def test_stored_reference_log_probs_give_the_same_steps_as_online_ones(local_ray, tiny_model_dir, digit_task, tmp_path, capsys):
     """A user's pair file (text and chat rows): stored (one reference pass, kept in the round's
     pair file) vs online (a reference pass every step). No rollout engine is started."""
     pairs = tmp_path / "pairs.jsonl"
@@ -172,15 +172,18 @@ def test_stored_reference_log_probs_give_the_same_steps_as_online_ones(tiny_mode
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     runs = {}
     for mode in ("stored", "online"):
-        dpo(
+        # In this process, on the session's Ray: no interpreter or cluster start per run.
+        rc, err = dpo_in_process(
             dpo_overrides(
                 tiny_model_dir,
                 digit_task,
                 tmp_path,
                 mode,
                 **{"data.mode": "pairs", "data.train_files": f"[{pairs}]", "algorithm.reference_mode": mode, "algorithm.rpo_alpha": 0.5},
-            )
+            ),
+            capsys,
         )
+        assert rc == 0, err[-3000:]
         runs[mode] = read_metrics(tmp_path / mode / "metrics.jsonl")
     assert len(runs["stored"]) == len(runs["online"]) == 3
     for a, b in zip(runs["stored"], runs["online"]):
@@ -228,14 +231,19 @@ def test_a_run_killed_mid_round_resumes_to_the_same_metrics(tiny_model_dir, digi
             assert a["round/pairs"] == b["round/pairs"] and a["round/reward/mean"] == pytest.approx(b["round/reward/mean"], abs=1e-6)
 
 
-def test_a_round_that_forms_no_pairs_stops_with_the_causes(tiny_model_dir, digit_task, tmp_path):
+def test_a_round_that_forms_no_pairs_stops_with_the_causes(local_ray, tiny_model_dir, digit_task, tmp_path, capsys):
+    import ray
+
     constant = tmp_path / "constant.py"
     constant.write_text("def same(sample):\n    return 0.5\n")
     reward = "[{type: custom, name: same, params: {path: '" + str(constant) + ":same', isolation: thread}}]"
-    proc = dpo(dpo_overrides(tiny_model_dir, digit_task, tmp_path, "nopairs", **{"reward.functions": reward}), check=False)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "round 0 formed no pairs from 16 prompts x 4 samples (dropped all_tied: 16)" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    rc, err = dpo_in_process(dpo_overrides(tiny_model_dir, digit_task, tmp_path, "nopairs", **{"reward.functions": reward}), capsys)
+    assert rc == 2, err[-3000:]
+    assert "round 0 formed no pairs from 16 prompts x 4 samples (dropped all_tied: 16)" in err
+    assert "Traceback" not in err
+    assert ray.util.placement_group_table() == {} or all(pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values()), (
+        "the stopped run left worker groups behind"
+    )
     assert not (tmp_path / "nopairs" / "rounds" / "round_0" / "pairs.jsonl").exists()
     assert not (tmp_path / "nopairs" / "final").exists()
 
