@@ -1,5 +1,5 @@
-"""`qwen25-rl grpo` (online RL) and `qwen25-rl dpo` (offline RL) on Ray: policy, reference,
-rollout and reward workers."""
+"""`qwen25-rl grpo` (online RL), `qwen25-rl dpo` (offline RL) and `qwen25-rl filter` (best-of-n) on
+Ray: policy, reference, rollout, reward-model and reward workers."""
 
 from __future__ import annotations
 
@@ -38,4 +38,21 @@ def dpo(args: argparse.Namespace) -> int:
 
     run_dir = main(args.config, args.overrides)
     print(json.dumps({"run_dir": str(run_dir), "final": str(run_dir / "final")}))
+    return 0
+
+
+@cli_command(
+    "filter",
+    help="Best-of-n filtering: sample K responses per prompt (or read given ones), score them with rule rewards and/or "
+    "reward models, keep the best (or those above a threshold) as a chat file for `qwen25-rl sft`.",
+    arguments=[
+        arg("--config", required=True, help="stage YAML file (stage: filter)"),
+        arg("overrides", nargs="*", help="key.sub=value overrides"),
+    ],
+)
+def filter_(args: argparse.Namespace) -> int:
+    from qwen25_rl.stages.filter import main
+
+    out = main(args.config, args.overrides)
+    print(json.dumps({"output": str(out)}))
     return 0

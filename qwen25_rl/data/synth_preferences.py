@@ -41,8 +41,13 @@ FILES = {"train": "preferences_train.jsonl", "heldout": "preferences_heldout.jso
 MANIFEST = "preferences_manifest.json"
 VERSION = 1
 
-# One-digit operands: easy enough that a tiny model can tell right from wrong answers.
-DIFFICULTY = Difficulty(max_operand=9, max_factor=5, families=("add", "sub"))
+# Sums of operands up to 5: few distinct facts (36), each seen many times, so a tiny model can
+# learn to tell a right final answer from a wrong one (with one-digit add and sub and one
+# truthfulness pair per prompt it stayed at chance; with these and TRUTH_PAIRS_PER_PROMPT it
+# reached ~0.75 held-out accuracy within 100 steps).
+DIFFICULTY = Difficulty(max_operand=5, max_factor=5, families=("add",))
+# Truthfulness pairs per prompt (each with another wrong answer); one pair per other criterion.
+TRUTH_PAIRS_PER_PROMPT = 3
 
 SHORT_ANSWERS = ("{v}", "The answer is {v}.", "It is {v}.", "{v} is the answer.")
 LONG_ANSWERS = (
@@ -152,7 +157,12 @@ def write_synthetic_preferences(
     out.mkdir(parents=True, exist_ok=True)
     splits = {}
     for split, problems in (("train", train), ("heldout", heldout)):
-        rows = [_pair_row(p, c, criteria, rng, missing_label_fraction) for p in problems for c in criteria]
+        rows = [
+            _pair_row(p, c, criteria, rng, missing_label_fraction)
+            for p in problems
+            for c in criteria
+            for _ in range(TRUTH_PAIRS_PER_PROMPT if c == "truthfulness" else 1)
+        ]
         rng.shuffle(rows)  # interleave the criteria and prompts
         atomic_write(out / FILES[split], "".join(json.dumps(r) + "\n" for r in rows))
         splits[split] = {"prompts": len(problems), "rows": len(rows), **_counts(rows, criteria)}

@@ -99,50 +99,12 @@ class RLCluster:
         # Learned reward models (GRPO's `reward_models`): a worker group each.
         self.reward_models: dict[str, Any] = {}
         for m in getattr(cfg, "reward_models", []):
-            self.reward_models[m.name] = self._add(
-                RewardModelGroup(
-                    m.path,
-                    name=f"{name}/rm-{m.name}",
-                    num_workers=m.num_workers,
-                    num_cpus=m.num_cpus_per_worker,
-                    num_gpus=m.num_gpus_per_worker,
-                    micro_batch_size=m.micro_batch_size,
-                    max_length=m.max_length,
-                    template=m.template,
-                    torch_threads=m.torch_threads,
-                    **common,
-                )
-            )
+            self.reward_models[m.name] = self._add(reward_model_group(m, name, common))
         self.rollout = None
-        ro = cfg.rollout
         if not self.with_rollout:
             self.num_parameters = ray.get(self._init_models())[0]
             return
-        engine_kwargs: dict[str, Any] = {"max_model_len": ro.max_model_len, "seed": cfg.seed}
-        if ro.engine == "vllm":
-            engine_kwargs |= {
-                "kv_cache_gib": ro.kv_cache_gib,
-                "gpu_memory_utilization": ro.gpu_memory_utilization,
-                "cpu_threads": ro.torch_threads,
-                "enforce_eager": ro.enforce_eager,
-            }
-        self.rollout = self._add(
-            WorkerGroup(
-                RolloutWorker,
-                ro.num_workers,
-                name=f"{name}/rollout",
-                num_cpus=ro.num_cpus_per_worker,
-                num_gpus=ro.num_gpus_per_worker,
-                distributed=False,
-                init_kwargs={
-                    "engine": ro.engine,
-                    "model_path": self.model_path,
-                    "engine_kwargs": engine_kwargs,
-                    "torch_threads": ro.torch_threads,
-                },
-                **common,
-            )
-        )
+        self.rollout = self._add(rollout_group(cfg, self.model_path, name, common))
         self.num_parameters = ray.get(self._init_models())[0]
         ws = cfg.weight_sync
         self.sync = get_weight_sync(ws.transport, **({"bucket_mb": ws.bucket_mb} if ws.transport == "broadcast" else {}))
@@ -160,20 +122,10 @@ class RLCluster:
     # -- generation ----------------------------------------------------------------------------
 
     def generate_async(self, prompts: list[list[int]], settings: SamplingSettings) -> PendingRollout:
-        """Spread prompts over the rollout workers in contiguous slices."""
-        n, k = len(prompts), len(self.rollout.workers)
-        bounds = [(i * n // k, (i + 1) * n // k) for i in range(k)]
-        refs = [w.generate.remote(prompts[a:b], settings) for w, (a, b) in zip(self.rollout.workers, bounds) if b > a]
-        return PendingRollout(refs, [(a, b) for a, b in bounds if b > a], time.perf_counter())
+        return generate_async(self.rollout, prompts, settings)
 
     def collect(self, pending: PendingRollout) -> tuple[TensorBatch, float]:
-        """The finished generation as one batch (prompt_index relative to the prompt list), and
-        the seconds from start to the last worker's answer."""
-        parts = ray.get(pending.refs)
-        seconds = time.perf_counter() - pending.started
-        for part, (a, _) in zip(parts, pending.prompt_slices):
-            part.meta["prompt_index"] = [a + i for i in part.meta["prompt_index"]]
-        return TensorBatch.cat(parts), seconds
+        return collect(pending)
 
     # -- scoring, training, sync ---------------------------------------------------------------
 
@@ -249,3 +201,63 @@ def merge_settings(optimizer) -> dict | None:
         "keep": optimizer.merge_keep,
         "rescale": optimizer.merge_rescale,
     }
+
+
+# -- building blocks shared with stages that only sample (qwen25_rl.stages.filter) ------------
+
+
+def rollout_group(cfg, model_path: str, name: str, common: dict[str, Any]) -> WorkerGroup:
+    """The rollout (generation) workers of a config's `rollout` section."""
+    ro = cfg.rollout
+    engine_kwargs: dict[str, Any] = {"max_model_len": ro.max_model_len, "seed": cfg.seed}
+    if ro.engine == "vllm":
+        engine_kwargs |= {
+            "kv_cache_gib": ro.kv_cache_gib,
+            "gpu_memory_utilization": ro.gpu_memory_utilization,
+            "cpu_threads": ro.torch_threads,
+            "enforce_eager": ro.enforce_eager,
+        }
+    return WorkerGroup(
+        RolloutWorker,
+        ro.num_workers,
+        name=f"{name}/rollout",
+        num_cpus=ro.num_cpus_per_worker,
+        num_gpus=ro.num_gpus_per_worker,
+        distributed=False,
+        init_kwargs={"engine": ro.engine, "model_path": model_path, "engine_kwargs": engine_kwargs, "torch_threads": ro.torch_threads},
+        **common,
+    )
+
+
+def reward_model_group(m, name: str, common: dict[str, Any]) -> RewardModelGroup:
+    """The worker group of one `reward_models` entry."""
+    return RewardModelGroup(
+        m.path,
+        name=f"{name}/rm-{m.name}",
+        num_workers=m.num_workers,
+        num_cpus=m.num_cpus_per_worker,
+        num_gpus=m.num_gpus_per_worker,
+        micro_batch_size=m.micro_batch_size,
+        max_length=m.max_length,
+        template=m.template,
+        torch_threads=m.torch_threads,
+        **common,
+    )
+
+
+def generate_async(rollout: WorkerGroup, prompts: list[list[int]], settings: SamplingSettings) -> PendingRollout:
+    """Spread prompts over the rollout workers in contiguous slices."""
+    n, k = len(prompts), len(rollout.workers)
+    bounds = [(i * n // k, (i + 1) * n // k) for i in range(k)]
+    refs = [w.generate.remote(prompts[a:b], settings) for w, (a, b) in zip(rollout.workers, bounds) if b > a]
+    return PendingRollout(refs, [(a, b) for a, b in bounds if b > a], time.perf_counter())
+
+
+def collect(pending: PendingRollout) -> tuple[TensorBatch, float]:
+    """The finished generation as one batch (prompt_index relative to the prompt list), and
+    the seconds from start to the last worker's answer."""
+    parts = ray.get(pending.refs)
+    seconds = time.perf_counter() - pending.started
+    for part, (a, _) in zip(parts, pending.prompt_slices):
+        part.meta["prompt_index"] = [a + i for i in part.meta["prompt_index"]]
+    return TensorBatch.cat(parts), seconds

@@ -137,69 +137,25 @@ class GroupCollector:
                     extra=rec.extra,
                 )
             )
-        results = self.pool.score(samples)
-        keep = [i for i, r in enumerate(results) if not r.dropped and r.reward is not None]
-        metrics = {
-            k: float(v)
-            for k, v in self.pool.last_stats.as_metrics().items()
-            if k.endswith(("error", "timeout", "dropped", "groups_dropped"))
-        }
-        rewards = torch.tensor([r.reward if r.reward is not None else float("nan") for r in results], dtype=torch.float32)
         models = self.cluster.reward_models if with_reward_models else {}
-        if models and keep:
-            metrics |= self._score_with_reward_models(
-                models, [samples[i] for i in keep], [prompts[batch.meta["prompt_index"][i]] for i in keep], [results[i] for i in keep]
-            )
-        # DPO's sampling rounds use this collector too; their config has no reward combination.
-        combination = getattr(self.cfg.algorithm, "reward_combination", "sum")
-        if models or combination != "sum":
-            rewards[keep] = self._combine([samples[i] for i in keep], [results[i] for i in keep], with_reward_models=bool(models))
+        scored = score_samples(
+            self.pool,
+            models,
+            self.cfg.reward.functions,
+            getattr(self.cfg, "reward_models", []),
+            # DPO's sampling rounds use this collector too; their config has no reward combination.
+            getattr(self.cfg.algorithm, "reward_combination", "sum"),
+            samples,
+            [
+                prompts[batch.meta["prompt_index"][i]].messages or prompts[batch.meta["prompt_index"][i]].prompt_text
+                for i in range(len(batch))
+            ],
+        )
         batch.meta["group_id"] = [s.group_id for s in samples]
         batch.meta["data_source"] = [s.data_source for s in samples]
-        batch.meta["reward_breakdown"] = [r.breakdown for r in results]
-        batch = batch.with_tensors(rewards=rewards)
-        return batch.select(keep), metrics
-
-    def _score_with_reward_models(self, models: dict, samples: list, records: list[PromptRecord], results: list) -> dict[str, float]:
-        """Each RM's criterion scores and weighted total into the samples' breakdowns, by sample id."""
-        from qwen25_rl.actors.reward_model import RMSample
-
-        rm_samples = [RMSample(s.sample_id, rec.messages or rec.prompt_text, s.response) for s, rec in zip(samples, records)]
-        metrics: dict[str, float] = {}
-        for m in self.cfg.reward_models:
-            out = models[m.name].score(rm_samples)
-            weights = self._criteria_weights(m, models[m.name])
-            for s, r in zip(samples, results):
-                scores, _ = out.by_id[s.sample_id]
-                for c, v in zip(out.criteria, scores):
-                    r.breakdown[f"{m.name}/{c}"] = v
-                r.breakdown[m.name] = float(sum(weights[c] * v for c, v in zip(out.criteria, scores)))
-            metrics[f"reward_model/{m.name}/truncated"] = float(out.truncated)
-            metrics[f"time/reward_model/{m.name}_s"] = out.seconds
-        return metrics
-
-    @staticmethod
-    def _criteria_weights(m, group) -> dict[str, float]:
-        saved = group.info["weights"]
-        return {c: float((m.criteria_weights or saved).get(c, 0.0)) for c in group.criteria}
-
-    def _combine(self, samples: list, results: list, *, with_reward_models: bool) -> torch.Tensor:
-        """The reward of each sample from its components: rule rewards by their weights, each RM
-        criterion by (RM weight) x (criterion weight)."""
-        from qwen25_rl.algorithms import combine_rewards
-
-        components = [(f.label, f.weight) for f in self.cfg.reward.functions]
-        if with_reward_models:
-            for m in self.cfg.reward_models:
-                weights = self._criteria_weights(m, self.cluster.reward_models[m.name])
-                components += [(f"{m.name}/{c}", m.weight * w) for c, w in weights.items()]
-        values = torch.tensor(
-            [[r.breakdown.get(k) if r.breakdown.get(k) is not None else float("nan") for k, _ in components] for r in results],
-            dtype=torch.float32,
-        ).reshape(len(results), len(components))
-        weights = torch.tensor([w for _, w in components], dtype=torch.float32)
-        combination = getattr(self.cfg.algorithm, "reward_combination", "sum")
-        return combine_rewards(values, weights, [s.group_id for s in samples], combination).float()
+        batch.meta["reward_breakdown"] = [r.breakdown for r in scored.results]
+        batch = batch.with_tensors(rewards=scored.rewards)
+        return batch.select(scored.keep), scored.metrics
 
     def batch_metrics(self, batch: TensorBatch) -> dict[str, float]:
         if len(batch) == 0:
@@ -225,6 +181,62 @@ class GroupCollector:
         if acc:
             m["accuracy"] = float(np.mean([v >= 1.0 - 1e-9 for v in acc]))
         return m
+
+
+@dataclass
+class ScoredSamples:
+    rewards: torch.Tensor  # [N] float32, NaN where a sample got no reward
+    results: list  # RewardResult per sample; breakdowns include every RM criterion
+    keep: list[int]  # samples with a reward, not dropped by the failure policy
+    metrics: dict[str, float]
+
+
+def score_samples(
+    pool: RewardPool, reward_models: dict, functions, rm_configs, combination: str, samples: list, prompts: list
+) -> ScoredSamples:
+    """Rewards of `samples` (RewardSample): the rule rewards from the reward pool; each learned
+    reward model in `reward_models` (name -> RewardModelGroup, configured by `rm_configs`)
+    scores the kept samples on its own workers, joined by sample id, adding one component per
+    criterion (`<name>/<criterion>`) and its weighted total (`<name>`) to the breakdown. The
+    components become one reward by `combination` (qwen25_rl.algorithms.reward_combination):
+    rule rewards by their weights, each criterion by RM weight x criterion weight. `prompts`:
+    each sample's prompt as the user gave it (text or chat), what an RM renders itself."""
+    results = pool.score(samples)
+    keep = [i for i, r in enumerate(results) if not r.dropped and r.reward is not None]
+    metrics = {
+        k: float(v) for k, v in pool.last_stats.as_metrics().items() if k.endswith(("error", "timeout", "dropped", "groups_dropped"))
+    }
+    rewards = torch.tensor([r.reward if r.reward is not None else float("nan") for r in results], dtype=torch.float32)
+    if not keep or (not reward_models and combination == "sum"):
+        return ScoredSamples(rewards, results, keep, metrics)
+    from qwen25_rl.actors.reward_model import RMSample
+    from qwen25_rl.algorithms import combine_rewards
+
+    components = [(f.label, f.weight) for f in functions]
+    rm_samples = [RMSample(samples[i].sample_id, prompts[i], samples[i].response) for i in keep]
+    for m in rm_configs if reward_models else []:
+        group = reward_models[m.name]
+        out = group.score(rm_samples)
+        weights = {c: float((m.criteria_weights or group.info["weights"]).get(c, 0.0)) for c in group.criteria}
+        for i in keep:
+            scores, _ = out.by_id[samples[i].sample_id]
+            breakdown = results[i].breakdown
+            for c, v in zip(out.criteria, scores):
+                breakdown[f"{m.name}/{c}"] = v
+            breakdown[m.name] = float(sum(weights[c] * v for c, v in zip(out.criteria, scores)))
+        components += [(f"{m.name}/{c}", m.weight * w) for c, w in weights.items()]
+        metrics[f"reward_model/{m.name}/truncated"] = float(out.truncated)
+        metrics[f"time/reward_model/{m.name}_s"] = out.seconds
+    values = torch.tensor([[_value(results[i].breakdown.get(k)) for k, _ in components] for i in keep], dtype=torch.float32).reshape(
+        len(keep), len(components)
+    )
+    weights_t = torch.tensor([w for _, w in components], dtype=torch.float32)
+    rewards[keep] = combine_rewards(values, weights_t, [samples[i].group_id for i in keep], combination).float()
+    return ScoredSamples(rewards, results, keep, metrics)
+
+
+def _value(v) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def _split_groups(batch: TensorBatch) -> list[TensorBatch]:

@@ -99,6 +99,14 @@ class RewardModelConfig(Section):
     torch_threads: int | None = Field(default=None, ge=1)
 
 
+def check_reward_model_names(labels: list[str], reward_models: list[RewardModelConfig]) -> None:
+    """RM names label reward components, as reward-function labels do: each must be unique."""
+    names = [m.name for m in reward_models]
+    clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(labels)))
+    if clash:
+        raise ValueError(f"reward_models: names {clash} repeat or clash with reward function labels; give each a unique name")
+
+
 class DynamicSamplingConfig(Section):
     """DAPO dynamic sampling: drop groups whose rewards are all equal (no learning signal) and
     refill with new prompts, up to `max_rounds` generation rounds per step."""
@@ -236,8 +244,5 @@ class GRPOConfig(StageConfig):
             raise ValueError(
                 f"algorithm.accuracy_reward {self.algorithm.accuracy_reward!r} is not a reward function label ({', '.join(labels)})"
             )
-        names = [m.name for m in self.reward_models]
-        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(labels)))
-        if clash:
-            raise ValueError(f"reward_models: names {clash} repeat or clash with reward function labels; give each a unique name")
+        check_reward_model_names(labels, self.reward_models)
         return self

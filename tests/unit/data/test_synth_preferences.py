@@ -11,7 +11,16 @@ import pytest
 from qwen25_rl.algorithms import DEFAULT_CRITERIA
 from qwen25_rl.cli import main
 from qwen25_rl.data.preferences import load_preferences
-from qwen25_rl.data.synth_preferences import BLOCKLIST, FILES, MANIFEST, OFF_TOPIC, REFUSALS, STEREOTYPES, write_synthetic_preferences
+from qwen25_rl.data.synth_preferences import (
+    BLOCKLIST,
+    FILES,
+    MANIFEST,
+    OFF_TOPIC,
+    REFUSALS,
+    STEREOTYPES,
+    TRUTH_PAIRS_PER_PROMPT,
+    write_synthetic_preferences,
+)
 from qwen25_rl.errors import UserValueError
 
 SMALL = {"num_prompts": 40, "heldout_fraction": 0.25}
@@ -42,8 +51,12 @@ def test_files_and_manifest_are_written_and_agree(written):
     assert (splits["train"]["prompts"], splits["heldout"]["prompts"]) == (30, 10)
     for split, name in FILES.items():
         rows = rows_of(out / name)
-        assert len(rows) == splits[split]["rows"] == 6 * splits[split]["prompts"]
-        assert splits[split]["rows_by_criterion"] == dict.fromkeys(DEFAULT_CRITERIA, splits[split]["prompts"])
+        per_prompt = len(DEFAULT_CRITERIA) - 1 + TRUTH_PAIRS_PER_PROMPT  # several truthfulness pairs, one of each other kind
+        assert len(rows) == splits[split]["rows"] == per_prompt * splits[split]["prompts"]
+        want = dict.fromkeys(DEFAULT_CRITERIA, splits[split]["prompts"]) | {
+            "truthfulness": TRUTH_PAIRS_PER_PROMPT * splits[split]["prompts"]
+        }
+        assert splits[split]["rows_by_criterion"] == want
 
 
 def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_data(tmp_path, written):
@@ -62,11 +75,12 @@ def test_train_and_heldout_share_no_prompt_and_each_has_every_criterion(written)
     assert not {r["prompt_id"] for r in train} & {r["prompt_id"] for r in heldout}
     for rows in (train, heldout):
         assert {r["criterion"] for r in rows} == set(DEFAULT_CRITERIA)
-        # every prompt has one pair per criterion
+        # every prompt has TRUTH_PAIRS_PER_PROMPT truthfulness pairs and one pair of each other criterion
         by_prompt: dict[str, list[str]] = {}
         for r in rows:
             by_prompt.setdefault(r["prompt_id"], []).append(r["criterion"])
-        assert all(sorted(c) == sorted(DEFAULT_CRITERIA) for c in by_prompt.values())
+        want = sorted([*DEFAULT_CRITERIA, *["truthfulness"] * (TRUTH_PAIRS_PER_PROMPT - 1)])
+        assert all(sorted(c) == want for c in by_prompt.values())
 
 
 def test_each_pair_differs_in_its_own_aspect_and_is_labelled_there(written):
@@ -179,7 +193,7 @@ def test_synth_data_writes_the_preference_set_beside_the_task_data(tmp_path, cap
     summary = json.loads(stdout)
     prefs = summary["preferences"]
     assert {k: v["prompts"] for k, v in prefs.items()} == {"train": 14, "heldout": 6}
-    assert {k: v["rows"] for k, v in prefs.items()} == {"train": 84, "heldout": 36}
+    assert {k: v["rows"] for k, v in prefs.items()} == {"train": 14 * 8, "heldout": 6 * 8}  # 8 pairs per prompt
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["params"]["seed"] == 2 and manifest["params"]["heldout_fraction"] == 0.3
     assert prefs["train"]["missing_labels"] == manifest["splits"]["train"]["missing_labels"]
