@@ -88,6 +88,21 @@ def chain():
 
 
 @pytest.fixture(scope="session")
+def trained_rm(chain):
+    """The tiny reward model trained from the chain's SFT model (tests/rm_chain.py), once per
+    session: the RM stage's tests and the GRPO run with a reward-model worker use it."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from rm_chain import train_session_rm
+
+    root = Path(tempfile.mkdtemp(prefix="qwen25-rm-"))
+    yield train_session_rm(chain, root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A BPE tokenizer trained once per session on the built-in corpus."""
     from qwen25_rl.models.tokenizer import build_tokenizer, builtin_corpus

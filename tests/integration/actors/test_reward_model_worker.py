@@ -39,34 +39,31 @@ def samples() -> list[RMSample]:
     return out + [RMSample("chat", chat, "5")]
 
 
-def test_worker_scores_equal_the_in_process_scorer_joined_by_sample_id(local_ray, rm_with_its_own_tokenizer, tiny_tokenizer):
-    group = RewardModelGroup(str(rm_with_its_own_tokenizer), name="t/rm", num_workers=2, num_cpus=0.5, micro_batch_size=2)
-    try:
-        batch = samples()
-        shuffled = batch[::-1]
-        got = group.score(shuffled)
-        assert got.criteria == CRITERIA and set(got.by_id) == {s.sample_id for s in batch}
-        assert got.truncated == 1  # the long response is over the RM's 96 tokens
-        scorer = RewardModelScorer(rm_with_its_own_tokenizer)
-        want = scorer.score([s.prompt for s in batch], [s.response for s in batch])
-        for i, s in enumerate(batch):
-            scores, combined = got.by_id[s.sample_id]
-            torch.testing.assert_close(torch.tensor(scores), want.scores[i], rtol=0, atol=1e-5)
-            assert combined == pytest.approx(float(want.combined[i]), abs=1e-5)
-        # The RM tokenised with its own vocabulary and template, not the policy's.
-        ids = scorer.token_ids("what is 2 + 3?", "5")
-        assert ids != tiny_tokenizer.encode(
-            tiny_tokenizer.apply_chat_template([{"role": "user", "content": "what is 2 + 3?"}], tokenize=False, add_generation_prompt=True)
-            + "5"
-        )
-    finally:
-        group.shutdown()
+@pytest.fixture(scope="module")
+def group(local_ray, rm_with_its_own_tokenizer):
+    g = RewardModelGroup(str(rm_with_its_own_tokenizer), name="t/rm", num_workers=2, num_cpus=0.5, micro_batch_size=2)
+    yield g
+    g.shutdown()
 
 
-def test_a_sample_id_given_twice_is_an_error_naming_it(local_ray, rm_with_its_own_tokenizer):
-    group = RewardModelGroup(str(rm_with_its_own_tokenizer), name="t/rm-dup", num_workers=1, num_cpus=0.5)
-    try:
-        with pytest.raises(RuntimeError, match="sample 's1' was scored twice"):
-            group.score([RMSample("s1", "a", "b"), RMSample("s1", "a", "c")])
-    finally:
-        group.shutdown()
+def test_worker_scores_equal_the_in_process_scorer_joined_by_sample_id(group, rm_with_its_own_tokenizer, tiny_tokenizer):
+    batch = samples()
+    got = group.score(batch[::-1])  # any order: the scores come back by sample id
+    assert got.criteria == CRITERIA and set(got.by_id) == {s.sample_id for s in batch}
+    assert got.truncated == 1  # the long response is over the RM's 96 tokens
+    scorer = RewardModelScorer(rm_with_its_own_tokenizer)
+    want = scorer.score([s.prompt for s in batch], [s.response for s in batch])
+    for i, s in enumerate(batch):
+        scores, combined = got.by_id[s.sample_id]
+        torch.testing.assert_close(torch.tensor(scores), want.scores[i], rtol=0, atol=1e-5)
+        assert combined == pytest.approx(float(want.combined[i]), abs=1e-5)
+    # The RM tokenised with its own vocabulary and template, not the policy's.
+    policy_prompt = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "what is 2 + 3?"}], tokenize=False, add_generation_prompt=True
+    )
+    assert scorer.token_ids("what is 2 + 3?", "5") != tiny_tokenizer.encode(policy_prompt + "5")
+
+
+def test_a_sample_id_given_twice_is_an_error_naming_it(group):
+    with pytest.raises(RuntimeError, match="sample 's1' was scored twice"):
+        group.score([RMSample("s1", "a", "b"), RMSample("s1", "a", "c")])

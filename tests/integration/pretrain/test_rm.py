@@ -5,67 +5,33 @@ on synthetic pairs labelled per criterion (held out by prompt).
   in the test and in the closing note of issue 14);
 - final/ loads in transformers as a sequence classifier and scores as the training task did,
   with criteria, weights and the held-out score statistics in reward_model.json;
-- a run killed after a checkpoint and started again continues to the same steps and losses.
+- a run resumed from a checkpoint continues to the same steps and losses.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-import yaml
+from rm_chain import RM_CHECKPOINT, RM_STEPS, rm_config, run_rm
 
-from qwen25_rl.paths import REPO_ROOT
 from qwen25_rl.runs import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CRITERIA = ["truthfulness", "helpfulness", "conciseness", "relevance", "harmlessness", "debiasing"]
-# Measured on the tiny chain's SFT model (seed 0, 240 prompts, 72 steps of 16 pairs): every
-# criterion 0.9-1.0 except truthfulness (~0.7: checking an answer is arithmetic, the other
-# criteria are surface features). Chance is 0.5.
-MIN_ACCURACY = {"truthfulness": 0.6}
-DEFAULT_MIN_ACCURACY = 0.8
+# Measured on the tiny chain's SFT model (seed 0, 240 prompts, 160 steps of 16 pairs, lr 5e-4;
+# 2026-12-06): conciseness, relevance, harmlessness, debiasing 1.0, helpfulness 0.81,
+# truthfulness 0.69 (telling a right final answer from a wrong one after the same working is
+# the one criterion that is not a surface feature; ~145 held-out pairs, so chance is 0.5 +- 0.04;
+# 100 steps gave 0.58). Start: 0.55 overall.
+MIN_ACCURACY = {"truthfulness": 0.62}
+DEFAULT_MIN_ACCURACY = 0.75
 
 
-def rm_config(chain, root, run_name: str, **trainer) -> dict:
-    cfg = yaml.safe_load((REPO_ROOT / "configs" / "tiny" / "rm.yaml").read_text())
-    data = root / "preferences"
-    cfg["model"]["path"] = str(chain / "runs" / "tiny-sft" / "final")
-    cfg["data"]["synthetic"] = {"out_dir": str(data), "seed": 0, "num_prompts": 240}
-    cfg["data"]["train_files"] = [str(data / "preferences_train.jsonl")]
-    cfg["data"]["eval_files"] = [str(data / "preferences_heldout.jsonl")]
-    cfg["trainer"].update({"eval_every_n_steps": None, "report_interval_s": 0, **trainer})
-    cfg["checkpoint"]["every_n_steps"] = None
-    cfg["ray"]["include_dashboard"] = False
-    cfg["logging"].update(output_dir=str(root / "runs"), run_name=run_name, tensorboard=False, ray_metrics=False)
-    return cfg
-
-
-def run_rm(cfg: dict, path) -> subprocess.CompletedProcess:
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(
-        [sys.executable, "-m", "qwen25_rl", "rm", "--config", str(path)], capture_output=True, text=True, timeout=1200, cwd=REPO_ROOT
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
-
-
-@pytest.fixture(scope="module")
-def trained(chain, tmp_path_factory):
-    root = tmp_path_factory.mktemp("rm")
-    proc = run_rm(rm_config(chain, root, "rm"), root / "rm.yaml")
-    return root / "runs" / "rm", proc.stdout
-
-
-def test_heldout_pairwise_accuracy_is_well_above_chance_on_every_criterion(trained):
-    run, _ = trained
+def test_heldout_pairwise_accuracy_is_well_above_chance_on_every_criterion(trained_rm):
+    run = trained_rm
     rows = read_metrics(run / "metrics.jsonl")
     final = [r for r in rows if "eval_accuracy" in r][-1]
     first = [r for r in rows if "eval_accuracy" in r][0]
@@ -76,7 +42,7 @@ def test_heldout_pairwise_accuracy_is_well_above_chance_on_every_criterion(train
     assert final["eval_accuracy"] > first["eval_accuracy"] + 0.2
 
 
-def test_final_loads_in_transformers_and_scores_as_training_did(trained):
+def test_final_loads_in_transformers_and_scores_as_training_did(trained_rm):
     """Saving and loading: transformers' own model class, our scoring path, the same numbers; the
     saved score statistics are those of the held-out responses under the final weights."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -85,7 +51,7 @@ def test_final_loads_in_transformers_and_scores_as_training_did(trained):
     from qwen25_rl.pretrain.rm_task import PAIR_ARRAYS, RewardTask
     from qwen25_rl.reward.learned import COMBINED, combined_scores, load_reward_model
 
-    run, _ = trained
+    run = trained_rm
     final = run / "final"
     info = json.loads((final / "reward_model.json").read_text())
     assert info["criteria"] == CRITERIA and set(info["weights"]) == set(CRITERIA)
@@ -110,31 +76,21 @@ def test_final_loads_in_transformers_and_scores_as_training_did(trained):
     assert info["score_mean"][COMBINED] == pytest.approx(float(combined.mean()), abs=1e-4)
 
 
-def test_a_killed_run_resumes_to_the_same_steps(chain, tmp_path):
-    common = {"max_steps": 12}
-    straight = rm_config(chain, tmp_path, "straight", **common)
-    straight["checkpoint"]["every_n_steps"] = 4
-    straight["data"]["eval_files"] = []
-    run_rm(straight, tmp_path / "straight.yaml")
-
-    killed = {**straight, "logging": {**straight["logging"], "run_name": "killed"}}
-    path = tmp_path / "killed.yaml"
-    path.write_text(yaml.safe_dump(killed))
-    args = [sys.executable, "-m", "qwen25_rl", "rm", "--config", str(path)]
-    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
-    deadline = time.time() + 600
-    while proc.poll() is None and time.time() < deadline and not any(checkpoints.glob("step_4*/trainer_state.json")):
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert any(checkpoints.glob("step_4*/trainer_state.json")), "the run never reached its step-4 checkpoint"
-    run_rm(killed, path)
-
-    a = {r["step"]: r for r in read_metrics(tmp_path / "runs" / "straight" / "metrics.jsonl") if "loss" in r}
-    b = {r["step"]: r for r in read_metrics(tmp_path / "runs" / "killed" / "metrics.jsonl") if "loss" in r}
-    assert sorted(a) == list(range(1, 13)) and set(b) >= set(range(5, 13))
-    for step in range(5, 13):
+def test_a_run_resumed_from_a_checkpoint_continues_exactly(trained_rm, chain, tmp_path):
+    """A new run started from the session RM's step-140 checkpoint (weights, optimizer, RNG, data
+    position) trains steps 141-160 on the same rows to the same losses."""
+    resumed = rm_config(chain, tmp_path, "resumed", max_steps=RM_STEPS)
+    resumed["data"]["synthetic"] = None  # the session RM's own files
+    for key in ("train_files", "eval_files"):
+        resumed["data"][key] = [f.replace(str(tmp_path), str(trained_rm.parent.parent)) for f in resumed["data"][key]]
+    resumed["checkpoint"]["resume"] = str(trained_rm / "checkpoints" / f"step_{RM_CHECKPOINT}")
+    run_rm(resumed, tmp_path / "resumed.yaml")
+    a = {r["step"]: r for r in read_metrics(trained_rm / "metrics.jsonl") if "loss" in r}
+    b = {r["step"]: r for r in read_metrics(tmp_path / "runs" / "resumed" / "metrics.jsonl") if "loss" in r}
+    assert sorted(b) == list(range(RM_CHECKPOINT + 1, RM_STEPS + 1))
+    for step in sorted(b):
         assert b[step]["batch_hash"] == a[step]["batch_hash"], step
         assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-5, abs=1e-6), step
-    assert (tmp_path / "runs" / "killed" / "final" / "reward_model.json").is_file()
+    final_a = json.loads((trained_rm / "final" / "reward_model.json").read_text())
+    final_b = json.loads((tmp_path / "runs" / "resumed" / "final" / "reward_model.json").read_text())
+    assert final_b["score_mean"] == pytest.approx(final_a["score_mean"], abs=1e-4)
