@@ -164,25 +164,26 @@ def test_a_missing_model_folder_is_named_and_leaves_no_run_folder(digit_task, tm
     assert not (tmp_path / "nomodel").exists()
 
 
-def test_reward_path_that_does_not_import_fails_at_config_load(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
+def test_reward_path_that_does_not_import_fails_at_config_load(tiny_model_dir, digit_task, tmp_path, grpo_overrides, capsys):
     broken = tmp_path / "broken_reward.py"
     broken.write_text("import not_a_module_anywhere\n\ndef f(sample):\n    return 1.0\n")
     reward = "[{type: custom, params: {path: '" + str(broken) + ":f'}}]"
     start = time.time()
-    proc = grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "badreward", **{"reward.functions": reward}), check=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "broken_reward.py" in proc.stderr and "not_a_module_anywhere" in proc.stderr
+    rc, err = grpo_in_process(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "badreward", **{"reward.functions": reward}), capsys)
+    assert rc == 2, err[-2000:]
+    assert "broken_reward.py" in err and "not_a_module_anywhere" in err
     assert time.time() - start < 120
 
 
-def test_more_workers_than_the_cluster_fails_clearly(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
+def test_more_workers_than_the_cluster_fails_clearly(local_ray, tiny_model_dir, digit_task, tmp_path, grpo_overrides, capsys):
+    """On the session's Ray (4 logical CPUs), in this process."""
     start = time.time()
-    proc = grpo(
+    rc, err = grpo_in_process(
         grpo_overrides(tiny_model_dir, digit_task, tmp_path, "toomany", **{"policy.num_workers": 8, "algorithm.prompts_per_step": 8}),
-        check=False,
+        capsys,
     )
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "grpo/policy: needs {CPU: 8} in 8 bundles, but the whole cluster has {CPU: 4" in proc.stderr
+    assert rc == 2, err[-3000:]
+    assert "grpo/policy: needs {CPU: 8} in 8 bundles, but the whole cluster has {CPU: 4" in err
     assert time.time() - start < 180
 
 
