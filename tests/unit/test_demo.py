@@ -14,6 +14,10 @@ def test_each_stage_reads_the_previous_stages_output_under_the_demo_folder(tmp_p
     assert all(f.startswith(str(tmp_path / "data")) for src in cfgs["pretrain"].data.sources for f in src.files)
     assert cfgs["sft"].model.path == str(tmp_path / "pretrain" / "final")
     assert cfgs["dpo"].model.path == str(tmp_path / "sft" / "final")
+    assert cfgs["rm"].model.path == str(tmp_path / "sft" / "final")
+    assert cfgs["rm"].data.synthetic.out_dir == str(tmp_path / "preferences")
+    assert cfgs["rm"].data.train_files == [str(tmp_path / "preferences" / "preferences_train.jsonl")]
+    assert [(m.name, m.path) for m in cfgs["grpo"].reward_models] == [("rm", str(tmp_path / "rm" / "final"))]
     assert cfgs["grpo"].model.path == str(tmp_path / "dpo" / "final")
     assert cfgs["dpo"].data.train_files == [str(tmp_path / "data" / "arithmetic_train.jsonl")]
     assert cfgs["grpo"].data.train_files == [str(tmp_path / "data" / "arithmetic_train.jsonl")]
@@ -30,7 +34,7 @@ def test_overrides_go_to_the_stage_they_name(tmp_path):
     assert by_stage["sft"] == []
 
 
-@pytest.mark.parametrize("bad", ["algorithm.total_steps=3", "rm.beta=0.1", "grpo.total_steps"])
+@pytest.mark.parametrize("bad", ["algorithm.total_steps=3", "ppo.beta=0.1", "grpo.total_steps"])
 def test_an_override_without_a_known_stage_prefix_is_refused(bad):
     with pytest.raises(SystemExit, match="expected STAGE.key=value"):
         split_overrides([bad])
