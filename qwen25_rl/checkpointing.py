@@ -242,6 +242,8 @@ def resolve_resume(mode: str, checkpoints: Path) -> Path | None:
     if mode == "auto":
         return latest_checkpoint(checkpoints)
     path = Path(mode).expanduser()
+    if not path.is_dir():
+        raise UserError(f"checkpoint.resume: {path} does not exist (a checkpoint folder, or auto / never)")
     if not is_complete(path):
         raise UserError(f"checkpoint.resume: {path} is not a complete checkpoint (no {COMPLETE} marker)")
     return path.resolve()

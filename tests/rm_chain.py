@@ -19,7 +19,8 @@ def rm_config(chain, root, run_name: str, **trainer) -> dict:
     cfg["data"]["synthetic"] = {"out_dir": str(data), "seed": 0, "num_prompts": 240}
     cfg["data"]["train_files"] = [str(data / "preferences_train.jsonl")]
     cfg["data"]["eval_files"] = [str(data / "preferences_heldout.jsonl")]
-    cfg["trainer"].update({"eval_every_n_steps": None, "report_interval_s": 0, **trainer})
+    # Two epochs of the 180 training prompts' 1440 pairs: RM_STEPS (max_steps) is what ends it.
+    cfg["trainer"].update({"epochs": 2, "eval_every_n_steps": None, "report_interval_s": 0, **trainer})
     cfg["checkpoint"]["every_n_steps"] = None
     cfg["ray"]["include_dashboard"] = False
     cfg["logging"].update(output_dir=str(root / "runs"), run_name=run_name, tensorboard=False, ray_metrics=False)

@@ -152,6 +152,8 @@ def test_a_folder_without_the_marker_is_not_complete_and_resume_by_path_checks_i
     assert ck.resolve_resume(str(half), tmp_path / "checkpoints") == half.resolve()
     assert ck.resolve_resume("auto", tmp_path / "checkpoints") == half
     assert ck.resolve_resume("never", tmp_path / "checkpoints") is None
+    with pytest.raises(UserError, match="does not exist"):
+        ck.resolve_resume(str(tmp_path / "checkpoints" / "step_999"), tmp_path / "checkpoints")
 
 
 def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):

@@ -34,6 +34,7 @@ def test_heldout_pairwise_accuracy_is_well_above_chance_on_every_criterion(train
     run = trained_rm
     rows = read_metrics(run / "metrics.jsonl")
     final = [r for r in rows if "eval_accuracy" in r][-1]
+    assert final["step"] == RM_STEPS, "the session RM stopped early: check its epochs against RM_STEPS"
     first = [r for r in rows if "eval_accuracy" in r][0]
     got = {c: final[f"eval_accuracy/{c}"] for c in CRITERIA}
     print("held-out accuracy per criterion:", json.dumps({c: round(v, 3) for c, v in got.items()}), "at start:", first["eval_accuracy"])
