@@ -416,22 +416,20 @@ def initial_reward_model(cfg: RMConfig, run: RunDir, policy: str, tokenizer_dir:
     criterion), built once so every worker and every restart starts from the same head."""
     from qwen25_rl.checkpointing import ensure_initial_model
     from qwen25_rl.models import load_tokenizer
-    from qwen25_rl.models.reward_model import build_reward_model
-    from qwen25_rl.reward.learned import RewardModelInfo
+    from qwen25_rl.models.reward_model import save_new_reward_model
 
     head = cfg.reward_model
 
     def build(folder: Path) -> None:
-        tok = load_tokenizer(tokenizer_dir)
-        if tok.pad_token_id is None:
-            raise UserValueError(f"the tokenizer in {tokenizer_dir} has no pad token; the reward is read at the last non-padding token")
-        model = build_reward_model(
-            policy, head.criteria, pad_token_id=tok.pad_token_id, seed=cfg.seed, attn_implementation=cfg.model.attn_implementation
-        )
-        model.save_pretrained(folder, safe_serialization=True)
-        tok.save_pretrained(folder)
-        RewardModelInfo(criteria=list(head.criteria), weights=head.resolved_weights(), max_length=cfg.data.max_length, source=policy).save(
-            folder
+        save_new_reward_model(
+            folder,
+            policy,
+            load_tokenizer(tokenizer_dir),
+            list(head.criteria),
+            head.resolved_weights(),
+            max_length=cfg.data.max_length,
+            seed=cfg.seed,
+            attn_implementation=cfg.model.attn_implementation,
         )
         _say(cfg, f"reward model: the backbone of {policy} with a {len(head.criteria)}-output score head ({', '.join(head.criteria)})")
 

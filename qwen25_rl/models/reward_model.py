@@ -39,3 +39,31 @@ def build_reward_model(
     model.config.pad_token_id = pad_token_id
     model.config.problem_type = "regression"  # our losses, not HF's; keeps HF from guessing
     return model.to(device) if device else model
+
+
+def save_new_reward_model(
+    folder: str | Path,
+    policy_path: str | Path,
+    tokenizer,
+    criteria: list[str],
+    weights: dict[str, float],
+    *,
+    max_length: int,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+) -> None:
+    """Write an RM folder with a new head of one output per criterion (`build_reward_model`): the
+    model, `tokenizer`, and reward_model.json (weights, a criterion left out weighing 0;
+    max_length; source)."""
+    from qwen25_rl.errors import UserValueError
+    from qwen25_rl.reward.learned import RewardModelInfo
+
+    if tokenizer.pad_token_id is None:
+        raise UserValueError(f"the tokenizer of {policy_path} has no pad token; the reward is read at the last non-padding token")
+    criteria = list(criteria)
+    model = build_reward_model(
+        policy_path, criteria, pad_token_id=tokenizer.pad_token_id, seed=seed, attn_implementation=attn_implementation
+    )
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    RewardModelInfo(criteria=criteria, weights=dict(weights), max_length=max_length, source=str(policy_path)).save(folder)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qwen25_rl.actors.reward_model import RewardModelGroup, RMSample
-from qwen25_rl.reward.learned import RewardModelInfo, RewardModelScorer
+from qwen25_rl.reward.learned import RewardModelScorer
 
 CRITERIA = ["helpfulness", "conciseness"]
 
@@ -17,7 +17,7 @@ CRITERIA = ["helpfulness", "conciseness"]
 def rm_with_its_own_tokenizer(tmp_path_factory):
     """An RM whose tokenizer is not the policy's (another vocabulary, trained on other text)."""
     from qwen25_rl.models import build_model
-    from qwen25_rl.models.reward_model import build_reward_model
+    from qwen25_rl.models.reward_model import save_new_reward_model
     from qwen25_rl.models.tokenizer import build_tokenizer, builtin_corpus
 
     root = tmp_path_factory.mktemp("rm_tok")
@@ -25,10 +25,7 @@ def rm_with_its_own_tokenizer(tmp_path_factory):
     base = build_model("tiny", tokenizer=tok, seed=5)
     base.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
-    rm = build_reward_model(root / "base", CRITERIA, pad_token_id=tok.pad_token_id, seed=1)
-    rm.save_pretrained(root / "rm")
-    tok.save_pretrained(root / "rm")
-    RewardModelInfo(criteria=CRITERIA, weights={"helpfulness": 1.0, "conciseness": 0.25}, max_length=96).save(root / "rm")
+    save_new_reward_model(root / "rm", root / "base", tok, CRITERIA, {"helpfulness": 1.0, "conciseness": 0.25}, max_length=96, seed=1)
     return root / "rm"
 
 

@@ -69,14 +69,10 @@ def rm_dir(tmp_path_factory, tiny_tokenizer):
 def rm3_dir(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
     """A 3-criterion RM folder as `qwen25-rl rm` writes it: the tiny policy's backbone with a
     new score head, its tokenizer, reward_model.json (weights, a short max_length)."""
-    from qwen25_rl.models.reward_model import build_reward_model
-    from qwen25_rl.reward.learned import RewardModelInfo
+    from qwen25_rl.models.reward_model import save_new_reward_model
 
     out = tmp_path_factory.mktemp("rm3") / "rm3"
-    model = build_reward_model(tiny_model_dir, CRITERIA, pad_token_id=tiny_tokenizer.pad_token_id, seed=5)
-    model.save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
-    RewardModelInfo(criteria=CRITERIA, weights=WEIGHTS, max_length=RM_MAX_LENGTH).save(out)
+    save_new_reward_model(out, tiny_model_dir, tiny_tokenizer, CRITERIA, WEIGHTS, max_length=RM_MAX_LENGTH, seed=5)
     return out
 
 

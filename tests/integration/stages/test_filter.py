@@ -27,15 +27,18 @@ RESPONSES = [
 
 @pytest.fixture(scope="module")
 def rm_dir(tiny_model_dir, tiny_tokenizer, tmp_path_factory):
-    from qwen25_rl.models.reward_model import build_reward_model
-    from qwen25_rl.reward.learned import RewardModelInfo
+    from qwen25_rl.models.reward_model import save_new_reward_model
 
     out = tmp_path_factory.mktemp("filter_rm") / "rm"
-    build_reward_model(tiny_model_dir, ["helpfulness", "conciseness"], pad_token_id=tiny_tokenizer.pad_token_id, seed=2).save_pretrained(
-        out
+    save_new_reward_model(
+        out,
+        tiny_model_dir,
+        tiny_tokenizer,
+        ["helpfulness", "conciseness"],
+        {"helpfulness": 1.0, "conciseness": 1.0},
+        max_length=128,
+        seed=2,
     )
-    tiny_tokenizer.save_pretrained(out)
-    RewardModelInfo(criteria=["helpfulness", "conciseness"], weights={"helpfulness": 1.0, "conciseness": 1.0}, max_length=128).save(out)
     return out
 
 

@@ -8,8 +8,7 @@ import json
 import pytest
 import torch
 
-from qwen25_rl.models.reward_model import build_reward_model
-from qwen25_rl.reward.learned import RewardModelInfo
+from qwen25_rl.models.reward_model import build_reward_model, save_new_reward_model
 
 CRITERIA = ["truthfulness", "conciseness", "harmlessness"]
 
@@ -17,10 +16,7 @@ CRITERIA = ["truthfulness", "conciseness", "harmlessness"]
 @pytest.fixture(scope="module")
 def rm_dir(tiny_model_dir, tiny_tokenizer, tmp_path_factory):
     out = tmp_path_factory.mktemp("rm") / "rm"
-    model = build_reward_model(tiny_model_dir, CRITERIA, pad_token_id=tiny_tokenizer.pad_token_id, seed=3)
-    model.save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
-    RewardModelInfo(criteria=CRITERIA, weights={"truthfulness": 1.0, "conciseness": 0.5}, max_length=64).save(out)
+    save_new_reward_model(out, tiny_model_dir, tiny_tokenizer, CRITERIA, {"truthfulness": 1.0, "conciseness": 0.5}, max_length=64, seed=3)
     return out
 
 
