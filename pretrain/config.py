@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from qwen25_rl.config.placement import GroupDemand
 from qwen25_rl.config.schema import SchedulerConfig, Section, StageConfig, register_stage_config
+from qwen25_rl.config.storage import InputPath, OutputPath
 from qwen25_rl.data.synthetic import SyntheticSpec
 
 
@@ -22,7 +23,7 @@ class SyntheticDataConfig(Section):
     """Generate the synthetic task data set into `out_dir` before the stage runs (skipped when
     the folder already holds the same data). The fields mirror `qwen25_rl.data.SyntheticSpec`."""
 
-    out_dir: str
+    out_dir: OutputPath
     seed: int = 0
     arithmetic_train: int = Field(default=2000, ge=0)
     arithmetic_heldout: int = Field(default=200, ge=0)
@@ -110,7 +111,7 @@ class CorpusSource(Section):
     Qwen2.5's domain re-balancing."""
 
     name: str
-    files: list[str] = Field(min_length=1)
+    files: list[InputPath] = Field(min_length=1)
     weight: float = Field(default=1.0, gt=0)
     # JSONL: the field holding the document; Parquet: the column. Plain text files are one
     # document each.
@@ -122,7 +123,7 @@ class PretrainDataConfig(Section):
     synthetic: SyntheticDataConfig | None = None
     sources: list[CorpusSource] = Field(min_length=1)
     # Held-out text for the evaluation loss (same formats; `text` field).
-    eval_files: list[str] = Field(default_factory=list)
+    eval_files: list[InputPath] = Field(default_factory=list)
     eval_text_key: str = "text"
     # false: position ids restart at every document, so a token never attends to another
     # document in the same packed sequence. true: plain causal attention over the whole
@@ -213,8 +214,8 @@ class ChatDataConfig(Section):
     """Chat data for SFT: JSONL rows with a `messages` list of {role, content}."""
 
     synthetic: SyntheticDataConfig | None = None
-    train_files: list[str] = Field(min_length=1)
-    eval_files: list[str] = Field(default_factory=list)
+    train_files: list[InputPath] = Field(min_length=1)
+    eval_files: list[InputPath] = Field(default_factory=list)
     messages_key: str = "messages"
     # Tokens per packed sequence (the report's SFT uses 8K; tiny configs use less).
     max_length: int = Field(default=8192, gt=1)
@@ -262,7 +263,7 @@ class SyntheticPreferencesConfig(Section):
     """Write the synthetic preference set (qwen25_rl.data.synth_preferences) into `out_dir`
     before the stage runs: pairs labelled per criterion, split by prompt."""
 
-    out_dir: str
+    out_dir: OutputPath
     seed: int = 0
     num_prompts: int = Field(default=400, ge=4)
     heldout_fraction: float = Field(default=0.25, gt=0, lt=1)
@@ -275,8 +276,8 @@ class PreferenceDataConfig(Section):
     `ratings: {criterion: {chosen: x, rejected: y}}` and `margin` (qwen25_rl.data.preferences)."""
 
     synthetic: SyntheticPreferencesConfig | None = None
-    train_files: list[str] = Field(min_length=1)
-    eval_files: list[str] = Field(default_factory=list)
+    train_files: list[InputPath] = Field(min_length=1)
+    eval_files: list[InputPath] = Field(default_factory=list)
     prompt_key: str = "prompt"
     chosen_key: str = "chosen"
     rejected_key: str = "rejected"

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from qwen25_rl.config.schema import STAGE_CONFIG_MODULES, STAGE_CONFIGS, StageConfig
+from qwen25_rl.config.storage import resolve_config_paths, storage_root
 from qwen25_rl.errors import UserValueError
 
 
@@ -61,18 +62,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, str
     origin: dict[str, str] = {}
     for text in overrides:
         parts, value = parse_override(text)
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                where = ".".join(parts[: i + 1])
-                raise ConfigError("(command line)", [f"override {text!r}: {where} is a value, not a section"])
-            node = child
-        node[parts[-1]] = value
+        set_dotted(data, parts, value, source="(command line)", what=f"override {text!r}")
         origin[".".join(parts)] = text
     return origin
+
+
+def set_dotted(data: dict[str, Any], parts: list[str], value: Any, *, source: str, what: str) -> None:
+    """data[a][b][c] = value for parts [a, b, c], creating missing sections."""
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(source, [f"{what}: {'.'.join(parts[: i + 1])} is a value, not a section"])
+        node = child
+    node[parts[-1]] = value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +212,7 @@ def validate_config(
     if schema is None:
         schema = stage_schema(data.get("stage", "base"), source)
     try:
-        return schema.model_validate(data)
+        config = schema.model_validate(data)
     except ValidationError as e:
         origin = override_origin or {}
         problems = []
@@ -218,6 +223,10 @@ def validate_config(
                 line += f" (from command-line override {origin[key]!r})"
             problems.append(line)
         raise ConfigError(source, problems) from None
+    # Relative paths resolve against the storage root here, once, so the saved config and every
+    # message name the absolute folders a later job (or the next stage) will find.
+    resolve_config_paths(config, storage_root(config.logging.storage_path))
+    return config
 
 
 def load_config(

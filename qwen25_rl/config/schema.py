@@ -17,6 +17,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qwen25_rl.config.placement import GroupDemand, placement_problems
+from qwen25_rl.config.storage import InputPath, OutputPath
 
 
 class Section(BaseModel):
@@ -32,7 +33,7 @@ class ModelConfig(Section):
     architecture from `qwen25_rl.models.presets`, randomly initialised) is given.
     """
 
-    path: str | None = None
+    path: InputPath | None = None
     preset: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # "auto": flash-attention 2 when importable and a GPU is present, otherwise SDPA.
@@ -50,7 +51,7 @@ class ModelConfig(Section):
 class TokenizerConfig(Section):
     """Tokenizer location; when `path` is null the model folder's tokenizer is used."""
 
-    path: str | None = None
+    path: InputPath | None = None
     # Left padding keeps prompts right-aligned for batched generation.
     padding_side: Literal["left", "right"] = "left"
 
@@ -58,8 +59,8 @@ class TokenizerConfig(Section):
 class DataConfig(Section):
     """Where a stage's examples come from."""
 
-    train_files: list[str] = Field(default_factory=list)
-    eval_files: list[str] = Field(default_factory=list)
+    train_files: list[InputPath] = Field(default_factory=list)
+    eval_files: list[InputPath] = Field(default_factory=list)
     max_prompt_length: int = Field(default=512, gt=0)
     max_length: int = Field(default=1024, gt=0)
     shuffle: bool = True
@@ -130,7 +131,12 @@ class CheckpointConfig(Section):
 class LoggingConfig(Section):
     """Run folder and metric sinks."""
 
-    output_dir: str = "runs"
+    # Run folders go to <output_dir>/<run_name>; a relative output_dir (and every relative
+    # path in the config) resolves against the storage root (qwen25_rl.config.storage):
+    # storage_path, else $QWEN25_RL_STORAGE, else ~/qwen25-rl inside a `ray job submit` job,
+    # else the current directory.
+    storage_path: str | None = None
+    output_dir: OutputPath = "runs"
     run_name: str | None = None
     console: bool = True
     tensorboard: bool = True

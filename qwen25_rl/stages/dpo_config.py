@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from qwen25_rl.config.placement import GroupDemand
 from qwen25_rl.config.schema import OptimizerConfig, Section, StageConfig, register_stage_config
+from qwen25_rl.config.storage import InputPath
 from qwen25_rl.reward.config import RewardConfig
 from qwen25_rl.stages.grpo_config import (
     EvalConfig,
@@ -94,7 +95,7 @@ class DPOOptimizerConfig(OptimizerConfig):
 
     name: Literal["adamw", "ondare", "onties"] = "adamw"  # type: ignore[assignment]
     # The pretrained base model folder (τ = starting policy - base); needed by ondare / onties.
-    base_model: str | None = None
+    base_model: InputPath | None = None
     # Defaults: the public release's DPO script (7B, lr 1e-6): alpha 1e-7, keep 0.01.
     merge_alpha: float = Field(default=1e-7, ge=0, le=1)
     # OnDARE: probability of keeping an entry; OnTIES: fraction kept by magnitude.

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from qwen25_rl.config.placement import GroupDemand
 from qwen25_rl.config.schema import Section, StageConfig, register_stage_config
+from qwen25_rl.config.storage import InputPath
 from qwen25_rl.reward.config import RewardConfig
 from qwen25_rl.stages.grpo_config import PromptDataConfig, RewardModelConfig, RolloutConfig, check_reward_model_names
 
@@ -18,7 +19,7 @@ class FilterDataConfig(PromptDataConfig):
     responses given already (`responses_files`: rows with the prompt as text or chat and
     `responses`, a list of texts, plus any answer / tests the rule rewards need)."""
 
-    responses_files: list[str] = Field(default_factory=list)
+    responses_files: list[InputPath] = Field(default_factory=list)
     responses_key: str = "responses"
 
 

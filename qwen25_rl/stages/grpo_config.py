@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from qwen25_rl.config.placement import GroupDemand
 from qwen25_rl.config.schema import DataConfig, OptimizerConfig, Section, StageConfig, register_stage_config
+from qwen25_rl.config.storage import InputPath
 from qwen25_rl.reward.config import RewardConfig
 
 
@@ -84,7 +85,7 @@ class RewardModelConfig(Section):
     `weight` x the criterion's weight (`criteria_weights`, else the RM's reward_model.json)."""
 
     name: str = "rm"
-    path: str
+    path: InputPath
     weight: float = 1.0
     criteria_weights: dict[str, float] | None = None
     # chat: the RM's own chat template renders the prompt (its tokenizer may differ from the

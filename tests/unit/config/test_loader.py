@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -39,7 +41,8 @@ def test_override_sets_nested_value_parsed_as_yaml(tmp_path):
     )
     assert cfg.optimizer.lr == pytest.approx(3e-4)
     assert cfg.logging.tensorboard is False
-    assert cfg.data.train_files == ["a.jsonl", "b.jsonl"]
+    # relative paths come back resolved against the storage root (here: the current directory)
+    assert cfg.data.train_files == [str(Path.cwd() / "a.jsonl"), str(Path.cwd() / "b.jsonl")]
 
 
 def test_unknown_nested_key_names_path_file_and_closest_name(tmp_path):
