@@ -29,7 +29,13 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 # Modules whose import registers commands. Imported lazily so `--help` stays fast.
-COMMAND_MODULES = ["qwen25_rl.commands.basic", "qwen25_rl.commands.reward", "qwen25_rl.commands.pretrain", "qwen25_rl.commands.rl"]
+COMMAND_MODULES = [
+    "qwen25_rl.commands.basic",
+    "qwen25_rl.commands.reward",
+    "qwen25_rl.commands.pretrain",
+    "qwen25_rl.commands.rl",
+    "qwen25_rl.commands.pipeline",
+]
 
 
 def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:

@@ -6,11 +6,12 @@
     DeepSpeed policy, math verifier reward workers and a reward-model worker as Ray actors)
     -> held-out accuracy before and after each RL stage
 
-The stages are the ones `qwen25-rl pretrain|sft|rm|dpo|grpo` run, from the same `configs/tiny/*.yaml`,
-with their folders moved under the demo's output folder (default `runs/demo`, recreated on
-every run) so that each stage reads the one before it. All stages share one Ray instance
-(its dashboard URL is printed) and each writes its own run folder: resolved config,
-`metrics.jsonl`, TensorBoard events, checkpoints and `final/` in Hugging Face format.
+It is `qwen25-rl pipeline --config configs/tiny/pipeline.yaml --force output_dir=runs/demo`
+(the stages `qwen25-rl pretrain|sft|rm|dpo|grpo` run, from the same `configs/tiny/*.yaml`) plus a
+summary of what each stage learned. All stages share one Ray instance (its dashboard URL is
+printed) and each writes its own run folder under the demo's (default `runs/demo`, recreated on
+every run): resolved config, `metrics.jsonl`, TensorBoard events, checkpoints and `final/` in
+Hugging Face format.
 
     python -m qwen25_rl.demo [--out runs/demo] [--no-dashboard] [stage.key=value ...]
 
@@ -25,60 +26,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("pretrain", "sft", "rm", "dpo", "grpo")
-# The tiny configs chain through these folders; the demo moves them under its own.
-TINY_PATHS = {
-    "runs/data/synthetic-tiny": "data",
-    "runs/tiny-pretrain/final": "pretrain/final",
-    "runs/tiny-sft/final": "sft/final",
-    "runs/tiny-dpo/final": "dpo/final",
-    "runs/tiny-rm/final": "rm/final",
-    "runs/data/preferences-tiny": "preferences",
-}
-# GRPO's online RL scores with the reward model (Qwen2.5's recipe) beside the math verifier and
-# the length shaping; a small weight: the verifier stays the main signal of the tiny task.
-GRPO_REWARD_MODEL = {"name": "rm", "path": "runs/tiny-rm/final", "weight": 0.1, "num_cpus_per_worker": 0.5}
-
-
-def _relocate(value: Any, out: Path) -> Any:
-    if isinstance(value, dict):
-        return {k: _relocate(v, out) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_relocate(v, out) for v in value]
-    if isinstance(value, str):
-        for old, new in TINY_PATHS.items():
-            if value.startswith(old):
-                return str(out / new) + value[len(old) :]
-    return value
-
-
-def stage_config(stage: str, out: Path, overrides: list[str], dashboard: bool):
-    """`configs/tiny/<stage>.yaml` with its data/model folders under `out` and its run in `out/<stage>`."""
-    from qwen25_rl.config.loader import apply_overrides, read_yaml, stage_schema, validate_config
-
-    source = REPO / "configs" / "tiny" / f"{stage}.yaml"
-    data = _relocate(read_yaml(source), out)
-    if stage == "grpo":
-        data["reward_models"] = [_relocate(GRPO_REWARD_MODEL, out)]
-    data.setdefault("logging", {}).update(output_dir=str(out), run_name=stage)
-    data.setdefault("ray", {})["include_dashboard"] = dashboard
-    origin = apply_overrides(data, overrides)
-    return validate_config(data, str(source), stage_schema(stage, str(source)), origin)
-
-
-def split_overrides(items: list[str]) -> dict[str, list[str]]:
-    by_stage: dict[str, list[str]] = {s: [] for s in STAGES}
-    for item in items:
-        stage, _, rest = item.partition(".")
-        if stage not in by_stage or "=" not in rest:
-            raise SystemExit(f"override {item!r}: expected STAGE.key=value with STAGE one of {', '.join(STAGES)}")
-        by_stage[stage].append(rest)
-    return by_stage
+PIPELINE = REPO / "configs" / "tiny" / "pipeline.yaml"
+STAGES = ("pretrain", "sft", "rm", "dpo", "grpo")  # the stage names in configs/tiny/pipeline.yaml
 
 
 def _last(rows: list[dict], key: str) -> float | None:
@@ -101,71 +54,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
     parser.add_argument("overrides", nargs="*", help="STAGE.key=value, e.g. grpo.algorithm.total_steps=5")
     args = parser.parse_args(argv)
-    overrides = split_overrides(args.overrides)
-    out = Path(args.out).resolve()
-    # Validate every stage's config before any work, so a typo fails in a second, not at GRPO.
-    cfgs = {s: stage_config(s, out, overrides[s], not args.no_dashboard) for s in STAGES}
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-
-    import ray
-
-    from qwen25_rl.pretrain.driver import run_pretrain, run_rm, run_sft
-    from qwen25_rl.ray_utils import init_ray
     from qwen25_rl.runs import read_metrics
-    from qwen25_rl.stages.dpo import run_dpo
-    from qwen25_rl.stages.grpo import run_grpo
+    from qwen25_rl.stages.pipeline import load_pipeline, run_pipeline
 
-    # One Ray for the whole pipeline, sized for its largest stage (GRPO's actors).
-    init_ray(cfgs["grpo"].ray)
-    if not args.no_dashboard:
-        from ray._private.worker import get_dashboard_url  # the address the dashboard really bound
-
-        print(f"Ray dashboard: http://{get_dashboard_url()}", flush=True)
-    times: dict[str, float] = {}
+    out = Path(args.out).resolve()
+    # Every stage config is built and validated (plan) before any work, so a typo in an
+    # override fails in a second, not at GRPO.
+    cfg, base_dir = load_pipeline(PIPELINE, [f"output_dir={out}", f"ray.include_dashboard={not args.no_dashboard}", *args.overrides])
+    shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
-    try:
-        print("\n== [1/5] pretraining: synthetic corpus, BPE tokenizer, general + long-context phases ==", flush=True)
-        t = time.time()
-        pre = run_pretrain(cfgs["pretrain"])
-        times["pretrain"] = time.time() - t
-        print("\n== [2/5] SFT: ChatML conversations, loss on assistant tokens ==", flush=True)
-        t = time.time()
-        sft = run_sft(cfgs["sft"])
-        times["sft"] = time.time() - t
-        print("\n== [3/5] reward model: one score per criterion, synthetic pairs labelled per criterion ==", flush=True)
-        t = time.time()
-        rm = run_rm(cfgs["rm"])
-        times["rm"] = time.time() - t
-        print("\n== [4/5] DPO: rejection sampling on vLLM, math-verifier pairs, two rounds ==", flush=True)
-        t = time.time()
-        dpo_dir = run_dpo(cfgs["dpo"])
-        times["dpo"] = time.time() - t
-        print("\n== [5/5] GRPO: vLLM rollouts, DeepSpeed policy, math-verifier and reward-model rewards ==", flush=True)
-        t = time.time()
-        grpo_dir = run_grpo(cfgs["grpo"])
-        times["grpo"] = time.time() - t
-    finally:
-        ray.shutdown()
+    summary = run_pipeline(cfg, base_dir, force=True)
+    times = {r["stage"]: r["seconds"] for r in summary["stages"]}
 
-    pre_rows = read_metrics(pre.run_dir / "metrics.jsonl")
-    sft_rows = read_metrics(sft.run_dir / "metrics.jsonl")
-    dpo_rows = read_metrics(dpo_dir / "metrics.jsonl")
-    grpo_rows = read_metrics(grpo_dir / "metrics.jsonl")
-    print("\n== summary ==")
+    def rows(stage: str) -> list[dict]:
+        return read_metrics(out / stage / "metrics.jsonl")
+
+    pre_rows, sft_rows, rm_rows, dpo_rows, grpo_rows = (rows(s) for s in STAGES)
+    print("\n== demo summary ==")
     print(
-        f"pretrain  {times['pretrain']:6.0f}s  {pre.steps} steps, train loss {_fmt(_last(pre_rows, 'loss'))}, "
-        f"held-out loss {_fmt(_last(pre_rows, 'eval_loss'))}, rope_theta -> {_rope_theta(pre.final)}"
+        f"pretrain  {times['pretrain']:6.0f}s  train loss {_fmt(_last(pre_rows, 'loss'))}, "
+        f"held-out loss {_fmt(_last(pre_rows, 'eval_loss'))}, rope_theta -> {_rope_theta(out / 'pretrain' / 'final')}"
     )
-    print(
-        f"sft       {times['sft']:6.0f}s  {sft.steps} steps, train loss {_fmt(_last(sft_rows, 'loss'))}, "
-        f"held-out loss {_fmt(_last(sft_rows, 'eval_loss'))}"
-    )
-    rm_rows = read_metrics(rm.run_dir / "metrics.jsonl")
+    print(f"sft       {times['sft']:6.0f}s  train loss {_fmt(_last(sft_rows, 'loss'))}, held-out loss {_fmt(_last(sft_rows, 'eval_loss'))}")
     acc = [r for r in rm_rows if "eval_accuracy" in r]
     per_criterion = ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in acc[-1].items() if k.startswith("eval_accuracy/")) if acc else ""
     print(
-        f"rm        {times['rm']:6.0f}s  {rm.steps} steps, held-out pairwise accuracy {_fmt(acc[0]['eval_accuracy'] if acc else None)} -> "
+        f"rm        {times['rm']:6.0f}s  held-out pairwise accuracy {_fmt(acc[0]['eval_accuracy'] if acc else None)} -> "
         f"{_fmt(acc[-1]['eval_accuracy'] if acc else None)} ({per_criterion})"
     )
     pairs = [int(r["round/pairs"]) for r in dpo_rows if "round/pairs" in r]
@@ -176,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{_fmt(rewards[-1] if rewards else None)}, RM score {_fmt(_first(grpo_rows, 'reward/rm/mean'))} -> "
         f"{_fmt(_last(grpo_rows, 'reward/rm/mean'))}{_accuracy_change(grpo_rows)}"
     )
-    print(f"total {time.time() - t0:.0f}s; final model (HF format, loads in vLLM): {grpo_dir / 'final'}")
+    print(f"total {time.time() - t0:.0f}s; final model (HF format, loads in vLLM): {out / 'grpo' / 'final'}")
     print(f"TensorBoard: tensorboard --logdir {out}")
     return 0
 
