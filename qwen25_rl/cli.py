@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "qwen25_rl.commands.pretrain",
     "qwen25_rl.commands.rl",
     "qwen25_rl.commands.pipeline",
+    "qwen25_rl.commands.evaluate",
 ]
 
 

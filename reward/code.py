@@ -347,8 +347,11 @@ def score_code(
     if kind == "humaneval":
         code = extract_code(response, entry_point=tests["entry_point"])
         if code is None:
-            # HumanEval completions are often a bare function body continuing the prompt.
-            body = response if response.startswith((" ", "\t")) else None
+            # HumanEval completions are often a bare function body continuing the prompt; its
+            # first line with code is indented (blank lines may come first: HumanEval/81's
+            # canonical solution starts with one).
+            first = next((line for line in response.splitlines() if line.strip()), "")
+            body = response if first.startswith((" ", "\t")) else None
             if body is None:
                 return CodeScore(0.0, 0, 1, "no-code", "humaneval", None, "no code found in the response")
             code = body

@@ -183,6 +183,7 @@ STAGE_CONFIG_MODULES: list[str] = [
     "qwen25_rl.stages.grpo_config",
     "qwen25_rl.stages.dpo_config",
     "qwen25_rl.stages.filter_config",
+    "qwen25_rl.stages.eval_config",
     "qwen25_rl.commands.reward",
 ]
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from qwen25_rl.actors.rollout import SamplingSettings
+from qwen25_rl.algorithms.pass_at_k import pass_at_k
 from qwen25_rl.batch import TensorBatch
 from qwen25_rl.data.prompts import PromptRecord, PromptSampler
 from qwen25_rl.reward.pool import RewardPool
@@ -248,13 +249,6 @@ def _split_groups(batch: TensorBatch) -> list[TensorBatch]:
     return [batch.select(idx) for idx in order.values()]
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k)."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
 def evaluate(
     cluster: RLCluster, pool: RewardPool, records: list[PromptRecord], cfg: GRPOConfig, step: int, accuracy_label: str
 ) -> dict[str, float]:
@@ -279,5 +273,8 @@ def evaluate(
         "eval/seconds": time.perf_counter() - t,
     }
     for k in ev.pass_k:
-        out[f"eval/pass@{k}"] = float(np.mean([pass_at_k(len(cs), sum(cs), k) for cs in correct.values()])) if correct else float("nan")
+        # A prompt with fewer than k scored samples (greedy decoding samples one; the reward
+        # failure policy may drop some) has no unbiased pass@k: it is left out of the mean.
+        values = [pass_at_k(len(cs), sum(cs), k) for cs in correct.values() if len(cs) >= k]
+        out[f"eval/pass@{k}"] = float(np.mean(values)) if values else float("nan")
     return out

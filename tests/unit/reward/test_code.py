@@ -143,6 +143,11 @@ def test_score_code_without_code_is_no_code():
     assert (s.score, s.status) == (0.0, "no-code")
 
 
+def test_score_code_reads_a_humaneval_body_that_starts_with_blank_lines():
+    s = score_code("\n   \n" + PROBLEM["canonical_solution"], PROBLEM)
+    assert (s.score, s.status) == (1.0, "graded")
+
+
 def test_score_code_rejects_unknown_test_formats():
     with pytest.raises(ValueError, match="tests must be"):
         score_code("x = 1", {"foo": 1})

@@ -1,4 +1,7 @@
-"""The code reward on the real HumanEval and MBPP data (../shared/data), in the real sandbox."""
+"""The code reward on the real HumanEval data (../shared/data), in the real sandbox: a one-token bug
+in a canonical solution fails as it does in plain Python. That every HumanEval canonical solution
+and every MBPP reference program passes is checked once, end to end through `qwen25-rl eval
+--responses`: tests/integration/stages/test_evaluate_real_data.py."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from environment import needs_root
 
-from qwen25_rl.reward.code import grade_asserts, grade_humaneval
+from qwen25_rl.reward.code import grade_humaneval
 
 pytestmark = [pytest.mark.slow, needs_root]
 
@@ -109,21 +112,6 @@ def humaneval(eval_data_dir):
     return rows
 
 
-@pytest.fixture(scope="module")
-def mbpp(eval_data_dir):
-    with open(eval_data_dir / "mbpp.jsonl") as f:
-        rows = [json.loads(line) for line in f]
-    assert len(rows) == 974
-    return rows
-
-
-def test_all_humaneval_canonical_solutions_pass(sb, humaneval):
-    with ThreadPoolExecutor(sb.slots) as ex:
-        scores = list(ex.map(lambda p: grade_humaneval(p, p["canonical_solution"], sandbox=sb), humaneval))
-    failed = [(p["task_id"], s.status, s.error, s.tests) for p, s in zip(humaneval, scores) if s.score != 1.0]
-    assert failed == []
-
-
 def test_humaneval_solutions_with_a_one_token_bug_fail(sb, humaneval):
     """For every problem: the first one-token change that plain Python's HumanEval run rejects
     must be rejected by the sandboxed grader too; the changes plain Python accepts on the way
@@ -145,16 +133,3 @@ def test_humaneval_solutions_with_a_one_token_bug_fail(sb, humaneval):
     no_bug = [tid for tid, bug, _ in results if bug is None]
     disagreements = [(tid, d) for tid, _, agreed in results for d in agreed if d[1] != d[2]]
     assert no_bug == [] and disagreements == []
-
-
-def test_mbpp_reference_solutions_pass(sb, mbpp):
-    # Task 123 (amicable numbers up to 9999) is slow, not wrong (see SOURCES.md).
-    def grade(row):
-        return grade_asserts(
-            row["code"], row["test_list"], setup_code=row["test_setup_code"], sandbox=sb, timeout_s=60 if row["task_id"] == 123 else 10
-        )
-
-    with ThreadPoolExecutor(sb.slots) as ex:
-        scores = list(ex.map(grade, mbpp))
-    failed = [(r["task_id"], s.status, s.error, s.tests) for r, s in zip(mbpp, scores) if s.score != 1.0]
-    assert failed == []
