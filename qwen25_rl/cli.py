@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "qwen25_rl.commands.rl",
     "qwen25_rl.commands.pipeline",
     "qwen25_rl.commands.evaluate",
+    "qwen25_rl.commands.report",
 ]
 
 

@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,7 +147,42 @@ def stage_run(config: BaseModel, output_dir: str | Path, run_name: str | None, s
     run = RunDir.create(config, output_dir, name, stage=stage)
     try:
         yield run
+    except GeneratorExit:  # the generator closed unused: no stage ran in it
+        raise
     except BaseException:
         if not existed and not run.started:
             shutil.rmtree(run.path, ignore_errors=True)
+        elif run.started:
+            write_stage_report(run, config)  # a failed run's metrics up to the failure
         raise
+    write_stage_report(run, config)
+
+
+def write_stage_report(run: RunDir, config: BaseModel) -> Path | None:
+    """`report.html` and `plots/` of a stage that ended (qwen25_rl.reports), unless
+    `logging.report` is off or nothing was logged. Never raises an Exception: a report is a view
+    of metrics.jsonl (rebuilt any time by `qwen25-rl report`) and must not turn the stage's own
+    result, success or failure, into another one; a failure is one warning line on stderr.
+
+    Every metric row is in metrics.jsonl by now, also for Ray Train stages: their rows are
+    written line-buffered by the Train controller's callback (pretrain.callbacks) during
+    `trainer.fit()`, which returns only after the controller has finished."""
+    logging_cfg = getattr(config, "logging", None)
+    if not getattr(logging_cfg, "report", True) or not (run.path / "metrics.jsonl").is_file():
+        return None
+    t0 = time.perf_counter()
+    try:
+        from qwen25_rl.reports import write_report
+
+        path = write_report(run.path)
+    except Exception as e:
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+        print(
+            f"qwen25-rl: warning: no report for run folder {run.path} ({why}); rebuild it with `qwen25-rl report {run.path}`",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    if getattr(logging_cfg, "console", True):
+        print(f"report: {path} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return path

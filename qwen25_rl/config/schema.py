@@ -141,6 +141,9 @@ class LoggingConfig(Section):
     console: bool = True
     tensorboard: bool = True
     ray_metrics: bool = True
+    # report.html + plots/ in the run folder when the stage ends (qwen25_rl.reports); off for
+    # benchmarks and tests that run many tiny stages and never look at it.
+    report: bool = True
     log_every_n_steps: int = Field(default=1, gt=0)
 
 

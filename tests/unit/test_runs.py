@@ -10,7 +10,8 @@ from qwen25_rl.runs import RunDir, read_metrics
 
 
 def test_run_dir_saves_resolved_config_that_reloads_equal(tmp_path):
-    cfg = StageConfig(seed=11)
+    # (absolute paths: relative ones come back resolved against the storage root)
+    cfg = StageConfig(seed=11, logging={"output_dir": str(tmp_path)})
     run = RunDir.create(cfg, tmp_path, "r1")
     assert load_config(run.path / "config.yaml") == cfg
 

@@ -13,14 +13,23 @@ from qwen25_rl.paths import REPO_ROOT
 CONFIG_FILES = sorted((REPO_ROOT / "configs").rglob("*.yaml"))
 
 
-def _is_stage_config(path: Path) -> bool:
+def _stage_of(path: Path) -> str | None:
     data = yaml.safe_load(path.read_text())
-    return isinstance(data, dict) and "stage" in data
+    return data.get("stage") if isinstance(data, dict) else None
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if _is_stage_config(p)], ids=lambda p: str(p.relative_to(REPO_ROOT)))
+@pytest.mark.parametrize(
+    "path", [p for p in CONFIG_FILES if _stage_of(p) not in (None, "pipeline")], ids=lambda p: str(p.relative_to(REPO_ROOT))
+)
 def test_config_file_validates(path):
     load_config(path)
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if _stage_of(p) == "pipeline"], ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_pipeline_file_and_every_stage_config_it_builds_validate(path):
+    from qwen25_rl.stages.pipeline import load_pipeline, plan
+
+    assert plan(*load_pipeline(path))
 
 
 def test_base_yaml_lists_every_schema_key():
