@@ -555,7 +555,7 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
         tokenizer_dir = pretrain_tokenizer(cfg, run)
         init_model = initial_model(cfg, run, tokenizer_dir)
         phases = plan_pretrain_phases(cfg, _read_model_config(init_model))
-        init_ray(cfg.ray)
+        init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
         prepare_pretrain_data(cfg, run, tokenizer_dir, phases)
         log_data_stats(run, phases)
         run.mark_started()
@@ -576,7 +576,7 @@ def run_sft(cfg: SFTConfig) -> StageResult:
             raise UserValueError(
                 f"data.max_length {cfg.data.max_length} exceeds the model's max_position_embeddings {max_pos} ({init_model})"
             )
-        init_ray(cfg.ray)
+        init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
         phase = prepare_sft_data(cfg, run, tokenizer_dir)
         log_data_stats(run, [phase])
         run.mark_started()
@@ -593,7 +593,7 @@ def run_rm(cfg: RMConfig) -> StageResult:
         ensure_synthetic_preferences(cfg)
         tokenizer_dir = _abs(cfg.tokenizer.path or cfg.model.path)
         vocab_size = int(_read_model_config(policy)["vocab_size"])
-        init_ray(cfg.ray)
+        init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
         phase = prepare_rm_data(cfg, run, tokenizer_dir, vocab_size)
         init_rm = initial_reward_model(cfg, run, policy, tokenizer_dir)
         log_data_stats(run, [phase])

@@ -238,8 +238,10 @@ def _quiet_ray_train_reports() -> None:
 def train_loop_per_worker(plan: dict[str, Any]) -> None:
     import ray.train
 
+    from qwen25_rl.logs import quiet_third_party
     from qwen25_rl.models import load_tokenizer
 
+    quiet_third_party()  # also on a cluster whose runtime env we did not set
     _quiet_ray_train_reports()
     task = make_task(plan)
     ctx = ray.train.get_context()

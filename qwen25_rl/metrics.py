@@ -50,6 +50,24 @@ def console_label(key: str) -> str:
     return group.rpartition("/")[2] if group and last in ("mean", "min", "max", "std") else last
 
 
+# Units shown after a console value, by the metric's last name part.
+CONSOLE_UNITS = {"response_length": "tok", "tokens_per_s": "tok/s"}
+
+
+def console_field(key: str, value: float) -> str:
+    """One console field with its unit: "reward 0.333", "response_length 24.0 tok",
+    "step_time 0.80 s" (a seconds metric `x_s` shows as `x_time ... s`)."""
+    label = console_label(key)
+    unit = CONSOLE_UNITS.get(label)
+    if unit:
+        return f"{label} {value:.1f} {unit}"
+    if label.endswith("_s"):
+        return f"{label[:-2]}_time {value:.2f} s"
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{label} {int(value)}"
+    return f"{label} {value:.4g}"
+
+
 class StepLogger:
     def __init__(self, run: RunDir, cfg: LoggingConfig, *, stage: str, total_steps: int, start_step: int = 0, console_keys=CONSOLE_KEYS):
         self.run, self.cfg = run, cfg
@@ -70,12 +88,7 @@ class StepLogger:
         self._t0 = time.time()
 
     def _summary(self, metrics: dict[str, Any]) -> str:
-        parts = []
-        for k in self.console_keys:
-            v = metrics.get(k)
-            if isinstance(v, (int, float)):
-                parts.append(f"{console_label(k)}={v:.4g}")
-        return " ".join(parts)
+        return "  ".join(console_field(k, metrics[k]) for k in self.console_keys if isinstance(metrics.get(k), (int, float)))
 
     def log(self, step: int, metrics: dict[str, Any], *, console: bool = True) -> None:
         self.writer.log(step, metrics)
@@ -86,7 +99,7 @@ class StepLogger:
         if self._progress is not None:
             self._progress.update(self._task, completed=step, description=self._summary(metrics))
         elif step % self.cfg.log_every_n_steps == 0 or step == self.total:
-            print(f"step {step}/{self.total} {self._summary(metrics)}", flush=True)
+            print(f"step {step}/{self.total}  {self._summary(metrics)}", flush=True)
 
     def message(self, text: str) -> None:
         if self._progress is not None:

@@ -230,7 +230,7 @@ def serve_reward(args: argparse.Namespace) -> int:
     assert isinstance(cfg, ServeRewardConfig)
     if args.detach and not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
         raise UserValueError("--detach needs a running cluster to leave the deployment on (set RAY_ADDRESS or ray.address)")
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
     from ray import serve
 
     from qwen25_rl.reward.serve import deploy

@@ -145,6 +145,8 @@ class LoggingConfig(Section):
     # benchmarks and tests that run many tiny stages and never look at it.
     report: bool = True
     log_every_n_steps: int = Field(default=1, gt=0)
+    # Show vLLM / Ray Train / transformers INFO logs and known-harmless warnings (qwen25_rl.logs).
+    third_party_logs: bool = False
 
 
 class StageConfig(Section):

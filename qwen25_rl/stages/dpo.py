@@ -84,7 +84,7 @@ def _run_dpo(cfg: DPOConfig, run: RunDir) -> Path:
     generating = d.mode == "sample" or bool(eval_records)
 
     # -- workers: reward pool (sampling and evaluation), policy / reference / rollout groups ----
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
     from qwen25_rl.reward.pool import RewardPool
 
     pool = RewardPool(cfg.reward, name_prefix="dpo/reward") if generating else None

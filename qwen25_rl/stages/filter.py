@@ -43,7 +43,7 @@ def main(config_path: str, overrides: list[str] | None = None) -> Path:
 
 def run_filter(cfg: FilterConfig, run: RunDir) -> Path:
     prompts = sampled_prompts(cfg) if cfg.sampling else given_responses(cfg)
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
     from qwen25_rl.reward.pool import RewardPool
 
     common = {"strategy": cfg.ray.placement_strategy, "placement_timeout_s": cfg.ray.placement_timeout_s}

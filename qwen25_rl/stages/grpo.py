@@ -52,7 +52,7 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
     ckpt = resolve_resume(cfg.checkpoint.resume, run.checkpoints)
 
     # -- workers: reward pool, policy / reference / rollout groups ---------------------------
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
     from qwen25_rl.reward.pool import RewardPool
 
     pool = RewardPool(cfg.reward, name_prefix="grpo/reward")

@@ -276,16 +276,17 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, *, force: bool = False, sa
             name = st.spec.name
             entry = state["stages"].get(name, {})
             prefix = f"[{i}/{len(planned)}] {name} ({st.type.name})"
-            if entry.get("status") == "completed" and not (force or rerun_below):
+            # A completed stage whose output is still there is skipped (when its config is the
+            # same); one whose output is gone runs again, and so does everything after it.
+            if entry.get("status") == "completed" and not (force or rerun_below) and st.output.exists():
                 if entry.get("fingerprint") != st.fingerprint:
                     raise UserValueError(
                         f"{prefix}: completed with a different config than now (see {st.run_dir / 'config.yaml'}); "
                         "run with --force to run it and the stages after it again"
                     )
-                if st.output.exists():
-                    say(f"{prefix}: complete, skipped ({st.output})")
-                    rows.append({"stage": name, "type": st.type.name, "action": "skipped", "seconds": 0.0, **_row(st)})
-                    continue
+                say(f"{prefix}: complete, skipped ({st.output})")
+                rows.append({"stage": name, "type": st.type.name, "action": "skipped", "seconds": 0.0, **_row(st)})
+                continue
             if st.run_dir.exists() and (force or rerun_below or entry.get("status") == "completed"):
                 say(f"{prefix}: removing the previous run {st.run_dir} (starting over)")
                 shutil.rmtree(st.run_dir)
@@ -295,7 +296,7 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, *, force: bool = False, sa
             if not started_ray:
                 from qwen25_rl.ray_utils import init_ray
 
-                init_ray(cfg.ray)
+                init_ray(cfg.ray, third_party_logs=cfg.third_party_logs)
                 started_ray = True
             say(f"\n== {prefix}: {'resuming in' if action == 'resumed' else 'running in'} {st.run_dir} ==")
             state["stages"][name] = {"status": "running", "fingerprint": st.fingerprint, "run_dir": str(st.run_dir), "started": time.time()}

@@ -74,6 +74,8 @@ class PipelineConfig(Section):
     output_dir: OutputPath = "runs/pipeline"
     # One Ray for every stage (an embedded one sized for the largest stage; RAY_ADDRESS joins a cluster).
     ray: RayConfig = Field(default_factory=RayConfig)
+    # As logging.third_party_logs: vLLM / Ray Train INFO logs on the console.
+    third_party_logs: bool = False
     evaluation: PipelineEvalConfig | None = None
     stages: list[PipelineStage] = Field(min_length=1)
 

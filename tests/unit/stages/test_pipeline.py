@@ -89,7 +89,7 @@ def fake_stages(monkeypatch):
         return run_dir
 
     monkeypatch.setitem(pl.PIPELINE_STAGES, "base", pl.StageType("base", run, lambda d: d / "final"))
-    monkeypatch.setattr("qwen25_rl.ray_utils.init_ray", lambda cfg: {})
+    monkeypatch.setattr("qwen25_rl.ray_utils.init_ray", lambda cfg, **kw: {})
     return calls, fail
 
 
