@@ -90,7 +90,7 @@ def main() -> None:
     want = [r.reward for r in inline]
     verified = sum(r.breakdown.get("math") == 1.0 for r in inline)
 
-    ray.init(num_cpus=3, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
     try:
         for workers in (1, 2):
             c = RewardConfig.model_validate({**CONFIG, "pool": {"num_workers": workers, "num_cpus_per_worker": 1}})

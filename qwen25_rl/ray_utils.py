@@ -40,6 +40,9 @@ def init_ray(cfg: RayConfig, *, log_to_driver: bool = True, third_party_logs: bo
         ray.init(address=address, namespace=cfg.namespace, log_to_driver=log_to_driver)
     else:
         ray.init(
+            # "local": a new embedded instance. Without it ray.init() joins any cluster that
+            # `ray start` left running on this machine, which then refuses num_cpus.
+            address="local",
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
             object_store_memory=cfg.object_store_memory_mb * 2**20 if cfg.object_store_memory_mb else None,
@@ -49,3 +52,14 @@ def init_ray(cfg: RayConfig, *, log_to_driver: bool = True, third_party_logs: bo
             runtime_env=runtime_env,
         )
     return ray.cluster_resources()
+
+
+def dashboard_url() -> str | None:
+    """The address the Ray dashboard really bound (None without one)."""
+    try:
+        from ray._private.worker import get_dashboard_url  # private: may move
+
+        url = get_dashboard_url()
+    except Exception:
+        return None
+    return f"http://{url}" if url else None

@@ -60,16 +60,38 @@ def stage_config(name: str, root: Path) -> Path:
     return path
 
 
+PIPELINE_STAGES = [("tiny-pretrain", "pretrain", None), ("tiny-sft", "sft", "tiny-pretrain")]
+
+
+def chain_pipeline(root: Path, extra_stages: list[dict] | None = None) -> Path:
+    """The chain as a `qwen25-rl pipeline` file: its stage folders are root/runs/tiny-pretrain and
+    root/runs/tiny-sft; `extra_stages` go after them (a later test extends the same pipeline, so its
+    rerun skips the two completed stages)."""
+    stages = []
+    for name, kind, parent in PIPELINE_STAGES:
+        stages.append({"name": name, "stage": kind, "config": str(stage_config(kind, root))} | ({"from": parent} if parent else {}))
+    cfg = {
+        "stage": "pipeline",
+        "output_dir": str(root / "runs"),
+        "ray": {"num_cpus": 4, "object_store_memory_mb": 400, "include_dashboard": False},
+        "stages": stages + list(extra_stages or []),
+    }
+    path = root / ("pipeline.yaml" if not extra_stages else "pipeline-extended.yaml")
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_pipeline_command(path: Path, log: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "qwen25_rl", "pipeline", "--config", str(path)], capture_output=True, text=True, timeout=timeout
+    )
+    log.write_text(proc.stdout + proc.stderr)
+    return proc
+
+
 def run_chain(root: Path):
-    for stage in ("pretrain", "sft"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "qwen25_rl", stage, "--config", str(stage_config(stage, root))],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        (root / f"{stage}.log").write_text(proc.stdout + proc.stderr)
-        assert proc.returncode == 0, f"{stage} failed (logs in {root}):\n{proc.stdout[-3000:]}\n{stage_errors(proc.stderr)}"
+    proc = run_pipeline_command(chain_pipeline(root), root / "chain.log")
+    assert proc.returncode == 0, f"the chain's pipeline failed (logs in {root}):\n{proc.stdout[-3000:]}\n{stage_errors(proc.stderr)}"
     yield root
 
 

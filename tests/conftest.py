@@ -59,6 +59,7 @@ def local_ray():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a new instance, never a `ray start` cluster another test left running
             num_cpus=4,
             include_dashboard=False,
             object_store_memory=300 * 2**20,

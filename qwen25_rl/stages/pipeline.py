@@ -127,6 +127,20 @@ def _filter(cfg: StageConfig) -> Path:
         return run.path
 
 
+@pipeline_stage("eval", output=lambda run_dir: run_dir / "summary.json")
+def _eval(cfg: StageConfig) -> Path:
+    from qwen25_rl.runs import stage_run
+    from qwen25_rl.stages.evaluate import run_eval
+
+    with stage_run(cfg, cfg.logging.output_dir, cfg.logging.run_name, stage="eval") as run:
+        run_eval(cfg, run)  # type: ignore[arg-type]
+        return run.path
+
+
+# The stage types whose final/ is a policy model: evaluated after by default (`evaluation.after`).
+POLICY_STAGES = ("sft", "dpo", "grpo")
+
+
 # ---------------------------------------------------------------------------------------------
 # plan: every stage config, validated before any work
 
@@ -190,12 +204,26 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
     return cfg, Path(path).resolve().parent
 
 
+def with_evaluations(cfg: PipelineConfig) -> list[PipelineStage]:
+    """The stages in order, each stage named by `evaluation.after` followed by its eval stage."""
+    ev = cfg.evaluation
+    if ev is None:
+        return list(cfg.stages)
+    after = set(ev.after) if ev.after is not None else {s.name for s in cfg.stages if s.kind in POLICY_STAGES}
+    stages: list[PipelineStage] = []
+    for s in cfg.stages:
+        stages.append(s)
+        if s.name in after:
+            stages.append(PipelineStage(name=f"eval-{s.name}", stage="eval", config=ev.config, overrides=ev.overrides, from_=s.name))
+    return stages
+
+
 def plan(cfg: PipelineConfig, base_dir: Path) -> list[PlannedStage]:
     out = Path(cfg.output_dir)
     outputs: dict[str, Path] = {}
     run_dirs: dict[str, Path] = {}
     planned = []
-    for spec in cfg.stages:
+    for spec in with_evaluations(cfg):
         if spec.kind not in PIPELINE_STAGES:
             raise UserValueError(f"stages.{spec.name}.stage: unknown stage type {spec.kind!r}; known: {', '.join(sorted(PIPELINE_STAGES))}")
         where = f"stages.{spec.name}"
@@ -294,10 +322,13 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, *, force: bool = False, sa
             else:
                 action = "resumed" if st.run_dir.exists() else "ran"
             if not started_ray:
-                from qwen25_rl.ray_utils import init_ray
+                from qwen25_rl.ray_utils import dashboard_url, init_ray
 
                 init_ray(cfg.ray, third_party_logs=cfg.third_party_logs)
                 started_ray = True
+                url = dashboard_url()
+                if url:
+                    say(f"Ray dashboard: {url}")
             say(f"\n== {prefix}: {'resuming in' if action == 'resumed' else 'running in'} {st.run_dir} ==")
             state["stages"][name] = {"status": "running", "fingerprint": st.fingerprint, "run_dir": str(st.run_dir), "started": time.time()}
             _write_state(out, state)
@@ -318,10 +349,65 @@ def run_pipeline(cfg: PipelineConfig, base_dir: Path, *, force: bool = False, sa
             import ray
 
             ray.shutdown()
-    summary = {"output_dir": str(out), "stages": rows}
+    accuracy = heldout_accuracy(planned)
+    summary = {"output_dir": str(out), "stages": rows, "heldout_accuracy": accuracy}
     atomic_write(out / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
     say("\n" + format_summary(rows))
+    if accuracy:
+        say("\nheld-out accuracy after each stage:\n" + "\n".join(f"  {a['after']:<14} {a['accuracy']:.3f}" for a in accuracy))
+    report = write_pipeline_report(cfg, out, rows, accuracy)
+    if report is not None:
+        say(f"pipeline report: {report}")
     return summary
+
+
+def heldout_accuracy(planned: list[PlannedStage]) -> list[dict[str, Any]]:
+    """One row per evaluated stage: the eval stage's summary (accuracy, pass@k)."""
+    table = []
+    for st in planned:
+        if st.type.name == "eval" and st.output.is_file():
+            s = json.loads(st.output.read_text())
+            passes = {k: v for k, v in s.items() if k.startswith("pass@")}
+            table.append({"after": st.spec.from_, "eval_run": str(st.run_dir), "accuracy": s["accuracy"], "items": s["items"], **passes})
+    return table
+
+
+def write_pipeline_report(cfg: PipelineConfig, out: Path, rows: list[dict[str, Any]], accuracy: list[dict[str, Any]]) -> Path | None:
+    """<output_dir>/report.html: the stages (links to their own reports) and the held-out accuracy
+    after each, with the accuracy plotted over the stages (its metrics.jsonl: one row per stage)."""
+    from qwen25_rl.reports import write_report
+
+    atomic_write(out / "config.yaml", dump_config(cfg))
+    # metrics.jsonl: one row per stage in pipeline order (step = its position), so the report
+    # plots seconds per stage and the held-out accuracy at each evaluation.
+    by_eval_run = {a["eval_run"]: a for a in accuracy}
+    lines = []
+    for i, r in enumerate(rows, 1):
+        row: dict[str, Any] = {"step": i, "time": time.time(), "pipeline/stage_seconds": r["seconds"]}
+        a = by_eval_run.get(r["run_dir"])
+        if a is not None:
+            row |= {"heldout/accuracy": a["accuracy"], **{f"heldout/{k}": v for k, v in a.items() if k.startswith("pass@")}}
+        lines.append(json.dumps(row))
+    atomic_write(out / "metrics.jsonl", "\n".join(lines) + "\n")
+    stages = [["stage", "type", "action", "seconds", "report"]] + [
+        [r["stage"], r["type"], r["action"], f"{r['seconds']:.0f}", str(Path(r["run_dir"]) / "report.html")] for r in rows
+    ]
+    sections: list[tuple[str, Any]] = [("Stages", stages)]
+    if accuracy:
+        ks = sorted({k for a in accuracy for k in a if k.startswith("pass@")})
+        sections.insert(
+            0,
+            (
+                "Held-out accuracy after each stage",
+                [["after stage", "accuracy", *ks, "items"]]
+                + [[a["after"], f"{a['accuracy']:.3f}", *(f"{a[k]:.3f}" if k in a else "-" for k in ks), a["items"]] for a in accuracy],
+            ),
+        )
+    try:
+        return write_report(out, sections)
+    except Exception as e:  # the stages' own results stand; a report is never worth failing a run
+        print(f"warning: no pipeline report in {out}: {type(e).__name__}: {e}")
+        return None
 
 
 def _row(st: PlannedStage) -> dict[str, Any]:

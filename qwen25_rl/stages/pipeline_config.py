@@ -59,12 +59,15 @@ class PipelineStage(Section):
 
 
 class PipelineEvalConfig(Section):
-    """Held-out accuracy of each policy stage's final model, measured the same way after every
-    stage (greedy decoding on `data`, scored by the platform's rewards): the pipeline's table."""
+    """Held-out accuracy of each model the pipeline makes, measured the same way after every
+    stage named in `after`: an `eval` stage (`qwen25-rl eval`'s config, by path or inline, with
+    overrides) on that stage's final/ folder, run in <output_dir>/eval-<stage>. The pipeline's
+    report tabulates them."""
 
-    data: str = "arithmetic"  # an eval data set name or a JSONL file (as `qwen25-rl eval --data`)
-    max_prompts: int | None = Field(default=None, gt=0)
-    after: list[str] | None = None  # stage names (null: every stage that writes a model)
+    config: str | dict[str, Any]
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    # Stage names; null: every stage whose type makes a policy model (sft, dpo, grpo).
+    after: list[str] | None = None
 
 
 class PipelineConfig(Section):
@@ -89,6 +92,10 @@ class PipelineConfig(Section):
                 where = "names no stage" if s.from_ not in {x.name for x in self.stages} else "is not an earlier stage"
                 raise ValueError(f"stages.{s.name}.from: {s.from_!r} {where} (stages start from an earlier stage's final/)")
             seen.append(s.name)
+        if self.evaluation is not None:
+            unknown = sorted(set(self.evaluation.after or []) - set(seen))
+            if unknown:
+                raise ValueError(f"evaluation.after: {', '.join(map(repr, unknown))} names no stage")
         if self.stage != "pipeline":
             raise ValueError(f"stage: a pipeline file says 'stage: pipeline', not {self.stage!r}")
         return self

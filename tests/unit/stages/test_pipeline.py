@@ -19,7 +19,11 @@ from qwen25_rl.stages import pipeline as pl
 def test_each_stage_starts_from_the_stage_it_names(tmp_path):
     cfg, base = pl.load_pipeline(PIPELINE, [f"output_dir={tmp_path}"])
     planned = {p.spec.name: p.config for p in pl.plan(cfg, base)}
-    assert list(planned) == list(STAGES)
+    assert list(planned) == ["pretrain", "sft", "eval-sft", "rm", "dpo", "eval-dpo", "grpo", "eval-grpo"]
+    assert [s for s in planned if not s.startswith("eval-")] == list(STAGES)
+    for stage in ("sft", "dpo", "grpo"):  # each policy stage's model, evaluated the same way
+        assert planned[f"eval-{stage}"].model.path == str(tmp_path / stage / "final")
+        assert planned[f"eval-{stage}"].data == planned["eval-sft"].data
     assert planned["pretrain"].model.preset is not None
     assert planned["sft"].model.path == str(tmp_path / "pretrain" / "final")
     assert planned["rm"].model.path == planned["dpo"].model.path == str(tmp_path / "sft" / "final")
@@ -27,6 +31,11 @@ def test_each_stage_starts_from_the_stage_it_names(tmp_path):
     assert [(m.name, m.path) for m in planned["grpo"].reward_models] == [("rm", str(tmp_path / "rm" / "final"))]
     for name, c in planned.items():
         assert (c.logging.output_dir, c.logging.run_name) == (str(tmp_path), name)
+
+
+def test_evaluation_after_names_an_existing_stage(tmp_path):
+    with pytest.raises(ConfigError, match="evaluation.after: 'nope' names no stage"):
+        pl.load_pipeline(PIPELINE, [f"output_dir={tmp_path}", "evaluation.after=[sft, nope]"])
 
 
 def test_stage_prefixed_overrides_reach_that_stage_only(tmp_path):
@@ -139,6 +148,28 @@ def test_a_completed_stage_whose_config_changed_needs_force(tmp_path, fake_stage
     _run(_two_stages(tmp_path))
     with pytest.raises(UserValueError, match=r"\[2/2\] b \(base\): completed with a different config.*--force"):
         _run(_two_stages(tmp_path, seed_b=1))
+
+
+def test_the_pipeline_report_tabulates_heldout_accuracy_after_each_evaluated_stage(tmp_path, fake_stages, monkeypatch):
+    def fake_eval(cfg):
+        run_dir = Path(cfg.logging.output_dir) / cfg.logging.run_name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/accuracy": 0.25}) + "\n")
+        accuracy = 0.25 if "/a/" in cfg.model.path else 0.5
+        (run_dir / "summary.json").write_text(json.dumps({"accuracy": accuracy, "items": 4, "pass@1": accuracy}))
+        return run_dir
+
+    monkeypatch.setitem(pl.PIPELINE_STAGES, "eval", pl.StageType("eval", fake_eval, lambda d: d / "summary.json"))
+    path = _write(
+        tmp_path,
+        [{"name": "a", "stage": "base", "config": {}}, {"name": "b", "stage": "base", "config": {}, "from": "a"}],
+        evaluation={"config": {"data": {"eval_files": ["x.jsonl"]}}, "after": ["a", "b"]},
+    )
+    summary = _run(path)
+    assert [r["stage"] for r in summary["stages"]] == ["a", "eval-a", "b", "eval-b"]
+    assert [(a["after"], a["accuracy"]) for a in summary["heldout_accuracy"]] == [("a", 0.25), ("b", 0.5)]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Held-out accuracy after each stage" in html and "0.500" in html
 
 
 def test_stages_after_one_that_ran_again_start_over(tmp_path, fake_stages):
