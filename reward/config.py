@@ -148,6 +148,11 @@ class RewardPoolConfig(Section):
     # Extra seconds a worker gets beyond its samples' deadlines before it is declared hung,
     # killed and replaced (a backstop: functions enforce their own deadlines first).
     worker_grace_s: float = Field(default=60.0, gt=0)
+    # Cap on the resident memory (MB) of each child process running a custom reward
+    # (isolation: process), the processes it starts included: a call that passes it is killed,
+    # its samples are errors naming the limit, the child is replaced. null: no cap. Thread
+    # isolation runs in the worker itself and is not capped.
+    memory_limit_mb: float | None = Field(default=4096, gt=0)
     # Seconds to wait for the workers to start (they load every reward function).
     startup_timeout_s: float = Field(default=300.0, gt=0)
     # Actors are named f"{name_prefix}-{i}" (readable on the Ray dashboard).

@@ -16,15 +16,27 @@ are marked timeout (or error) rather than waited for.
 Then the batch as a whole gets the configured failure policy (drop_group needs the whole
 batch: a group's samples may have gone to different workers), the statistics are computed,
 failures are logged with their first examples, and counters go to Ray's metrics.
+
+Faults and counters. A custom reward that hangs, dies (os._exit, a signal) or passes its
+memory cap (pool.memory_limit_mb) is killed inside its worker by reward.isolation and its
+child replaced; a worker that dies (a plugin that killed it, a crash in the scoring code) or
+does not answer by the backstop deadline is replaced by the pool. Either way the lost samples
+are errors or timeouts for the failure policy, and `last_stats` (a PoolStats) counts what
+happened in that batch: worker_restarts, plugin_restarts, failure causes (timeout, memory,
+crash, worker_died, worker_hung, raised, error); `counters()` keeps the totals and
+`health()` says how many workers answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from qwen25_rl.reward.catalog import get_reward
@@ -48,8 +60,11 @@ class RewardWorker:
     """Ray actor body: one RewardScorer. Returns raw (policy-free) results per chunk."""
 
     def __init__(self, cfg_json: dict[str, Any]):
+        from qwen25_rl.reward.isolation import limit_memory
+
         self.cfg = RewardConfig.model_validate(cfg_json)
         self.scorer = RewardScorer(self.cfg)
+        limit_memory(self.scorer, self.cfg.pool.memory_limit_mb)
 
     def ready(self) -> int:
         return os.getpid()
@@ -58,8 +73,63 @@ class RewardWorker:
         raw = self.scorer.score_raw(samples)
         return [combine(s, o, self.cfg) for s, o in zip(samples, raw)]
 
+    def score_chunk(self, samples: list[RewardSample]) -> tuple[list[RewardResult], dict[str, Any]]:
+        """`score`, plus this worker's `counters()` after it (the pool's restart counts)."""
+        return self.score(samples), self.counters()
+
+    def counters(self) -> dict[str, Any]:
+        """Totals of this worker's process-isolated custom rewards: children replaced, and
+        failed calls per cause; the children alive now."""
+        from qwen25_rl.reward.isolation import ProcessRewardFunction
+
+        isolated = [fn for _, fn in self.scorer.functions if isinstance(fn, ProcessRewardFunction)]
+        failures: Counter[str] = Counter()
+        for fn in isolated:
+            failures.update(fn.failures)
+        return {
+            "pid": os.getpid(),
+            "plugin_restarts": sum(fn.restarts for fn in isolated),
+            "plugin_failures": dict(failures),
+            "plugin_pids": [pid for fn in isolated for pid in fn.pids()],
+        }
+
     def close(self) -> None:
         self.scorer.close()
+
+
+@dataclass
+class PoolStats(RewardStats):
+    """RewardStats of one batch plus what the pool went through to score it."""
+
+    # reward worker actors the pool killed/replaced (died, hung)
+    worker_restarts: int = 0
+    # custom-reward child processes replaced inside the workers (hung, died, over memory)
+    plugin_restarts: int = 0
+    # failed function outcomes per cause: timeout, memory, crash (reward.isolation), raised
+    # (the worker's scoring code raised), worker_died, worker_hung, error (anything else)
+    failure_causes: dict[str, int] = field(default_factory=dict)
+
+    def as_metrics(self, prefix: str = "reward/") -> dict[str, float | int]:
+        m = super().as_metrics(prefix)
+        m[f"{prefix}worker_restarts"] = self.worker_restarts
+        m[f"{prefix}plugin_restarts"] = self.plugin_restarts
+        for cause, n in self.failure_causes.items():
+            m[f"{prefix}{cause}_failures"] = n
+        return m
+
+
+def failure_causes(results: list[RewardResult]) -> Counter[str]:
+    """Failed function outcomes per cause: reward.isolation and the pool tag theirs in
+    details[label]["failure"]; other failures count as their status (error, timeout)."""
+    causes: Counter[str] = Counter()
+    for r in results:
+        for label, status in r.function_status.items():
+            if status in ("error", "timeout"):
+                d = r.details.get(label) or {}
+                causes[str(d.get("failure", status))] += 1
+        if r.status != "ok" and not r.function_status:  # no function applied (see combine)
+            causes[r.status] += 1
+    return causes
 
 
 class RewardPool:
@@ -81,8 +151,12 @@ class RewardPool:
         self._actor_cls = ray.remote(RewardWorker)
         self._generation = [0] * cfg.pool.num_workers
         self.workers = [self._start(i) for i in range(cfg.pool.num_workers)]
-        self.last_stats: RewardStats | None = None
-        self.restarts = 0
+        self.last_stats: PoolStats | None = None
+        self.restarts = 0  # worker actors replaced, in total
+        self.plugin_restarts = 0  # custom-reward child processes replaced, in total
+        self.failures: Counter[str] = Counter()  # failed samples per status, in total
+        self.causes: Counter[str] = Counter()  # failed function outcomes per cause, in total
+        self._plugin_restarts_seen = [0] * cfg.pool.num_workers  # per worker slot, its current actor's total
         self._background: ThreadPoolExecutor | None = None
         self._metrics = _RayCounters()
         self._wait_ready(self.workers)
@@ -133,6 +207,7 @@ class RewardPool:
             pass
         self._generation[i] += 1
         self.restarts += 1
+        self._plugin_restarts_seen[i] = 0
         self.workers[i] = self._start(i)
         # Wait for it here: a replacement that cannot start is a setup error to report, not
         # something to retry forever. Chunks on the other workers keep running meanwhile.
@@ -158,6 +233,7 @@ class RewardPool:
         import ray
 
         t0 = time.monotonic()
+        restarts0, plugin_restarts0 = self.restarts, self.plugin_restarts
         n = len(samples)
         results: list[RewardResult | None] = [None] * n
         if n:
@@ -171,7 +247,7 @@ class RewardPool:
                     if queue and w not in busy:
                         idx = queue.pop()
                         chunk = [samples[j] for j in idx]
-                        ref = self.workers[w].score.remote(chunk)
+                        ref = self.workers[w].score_chunk.remote(chunk)
                         running[ref] = (w, idx, time.monotonic() + self._chunk_deadline(chunk))
                         busy.add(w)
                 next_deadline = min(d for _, _, d in running.values())
@@ -182,13 +258,15 @@ class RewardPool:
                     w, idx, _ = running.pop(ref)
                     busy.discard(w)
                     try:
-                        for j, r in zip(idx, ray.get(ref)):
+                        chunk_results, counters = ray.get(ref)
+                        for j, r in zip(idx, chunk_results):
                             results[j] = r
+                        self._note_plugin_restarts(w, counters["plugin_restarts"])
                     except ray.exceptions.RayActorError as e:
-                        self._fail_chunk(results, idx, "error", f"reward worker died while scoring: {_first_line(e)}")
+                        self._fail_chunk(results, idx, "error", "worker_died", f"reward worker died while scoring: {_first_line(e)}")
                         self._replace(w, "it died")
                     except ray.exceptions.RayTaskError as e:  # a bug in the scoring code itself
-                        self._fail_chunk(results, idx, "error", f"reward worker raised: {_first_line(e)}")
+                        self._fail_chunk(results, idx, "error", "raised", f"reward worker raised: {_first_line(e)}")
                 now = time.monotonic()
                 for ref, (w, idx, deadline) in list(running.items()):
                     if now >= deadline:
@@ -196,14 +274,27 @@ class RewardPool:
                         busy.discard(w)
                         waited = self._chunk_deadline([samples[j] for j in idx])
                         self._fail_chunk(
-                            results, idx, "timeout", f"reward worker did not answer within {waited:.0f} s; it was killed and replaced"
+                            results,
+                            idx,
+                            "timeout",
+                            "worker_hung",
+                            f"reward worker did not answer within {waited:.0f} s; it was killed and replaced",
                         )
                         self._replace(w, f"no answer for {len(idx)} samples within the backstop deadline")
         final: list[RewardResult] = results  # type: ignore[assignment]
         final = apply_failure_policy(samples, final, self.cfg.pool.on_failure, self.cfg, raise_on_fail=False)
-        stats = summarize(samples, final, self.cfg, self.cfg.pool.log_examples)
+        base = summarize(samples, final, self.cfg, self.cfg.pool.log_examples)
+        causes = failure_causes(final)
+        stats = PoolStats(
+            **{f.name: getattr(base, f.name) for f in dataclasses.fields(RewardStats)},
+            worker_restarts=self.restarts - restarts0,
+            plugin_restarts=self.plugin_restarts - plugin_restarts0,
+            failure_causes=dict(causes),
+        )
         stats.seconds = time.monotonic() - t0
         self.last_stats = stats
+        self.failures.update({"error": stats.num_error, "timeout": stats.num_timeout})
+        self.causes.update(causes)
         self._metrics.record(stats)
         failed = stats.num_error + stats.num_timeout
         if failed:
@@ -223,9 +314,46 @@ class RewardPool:
             self._background = ThreadPoolExecutor(1, thread_name_prefix="reward-pool")
         return self._background.submit(self.score, samples)
 
-    def _fail_chunk(self, results: list, idx: list[int], status: str, error: str) -> None:
+    def _fail_chunk(self, results: list, idx: list[int], status: str, cause: str, error: str) -> None:
         for j in idx:
-            results[j] = RewardResult(None, {}, status, error, {}, False, {"(worker)": status})  # type: ignore[arg-type]
+            results[j] = RewardResult(None, {}, status, error, {"(worker)": {"failure": cause}}, False, {"(worker)": status})  # type: ignore[arg-type]
+
+    def _note_plugin_restarts(self, w: int, total: int) -> None:
+        """A worker reports its own total; the pool adds what is new since its last report."""
+        self.plugin_restarts += max(0, total - self._plugin_restarts_seen[w])
+        self._plugin_restarts_seen[w] = total
+
+    # -- counters and health --------------------------------------------------------------------
+
+    def counters(self) -> dict[str, Any]:
+        """Totals since the pool started: worker and plugin restarts, failed samples per
+        status, failed function outcomes per cause."""
+        return {
+            "worker_restarts": self.restarts,
+            "plugin_restarts": self.plugin_restarts,
+            "failures": {k: v for k, v in self.failures.items() if v},
+            "failure_causes": dict(self.causes),
+        }
+
+    def health(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """How many workers answer now (call it between batches: a worker scores one chunk at
+        a time), their pids and their custom-reward child processes."""
+        import ray
+
+        refs = [w.counters.remote() for w in self.workers]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        alive = []
+        for ref in ready:
+            try:
+                alive.append(ray.get(ref))
+            except ray.exceptions.RayError:
+                pass
+        return {
+            "workers": len(self.workers),
+            "workers_alive": len(alive),
+            "worker_pids": [c["pid"] for c in alive],
+            "plugin_pids": [p for c in alive for p in c["plugin_pids"]],
+        }
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -264,23 +392,38 @@ def _first_line(e: BaseException) -> str:
 
 
 class _RayCounters:
-    """Sample counts per status into Ray's metrics (Prometheus / dashboard); best effort."""
+    """Sample counts per status, failures per cause and restarts into Ray's metrics
+    (Prometheus / dashboard); best effort."""
 
     def __init__(self):
         try:
-            from ray.util.metrics import Counter
+            from ray.util.metrics import Counter as RayCounter
 
-            self.samples = Counter("qwen25_rl_reward_samples", "reward samples scored, by status", tag_keys=("status",))
-            self.dropped = Counter("qwen25_rl_reward_dropped", "reward samples dropped by the drop_group policy")
+            self.samples = RayCounter("qwen25_rl_reward_samples", "reward samples scored, by status", tag_keys=("status",))
+            self.dropped = RayCounter("qwen25_rl_reward_dropped", "reward samples dropped by the drop_group policy")
+            self.failures = RayCounter("qwen25_rl_reward_failures", "failed reward function outcomes, by cause", tag_keys=("cause",))
+            self.worker_restarts = RayCounter("qwen25_rl_reward_worker_restarts", "reward worker actors replaced (died or hung)")
+            self.plugin_restarts = RayCounter(
+                "qwen25_rl_reward_plugin_restarts", "custom reward child processes replaced (hung, died or over memory)"
+            )
         except Exception as e:  # metrics are an extra, never a reason to fail scoring
             log.debug("ray metrics unavailable: %s", e)
             self.samples = None
 
-    def record(self, st: RewardStats) -> None:
+    def record(self, st: PoolStats) -> None:
         if self.samples is None:
             return
-        for status, k in (("ok", st.num_ok), ("error", st.num_error), ("timeout", st.num_timeout)):
-            if k:
-                self.samples.inc(k, tags={"status": status})
-        if st.num_dropped:
-            self.dropped.inc(st.num_dropped)
+        try:
+            for status, k in (("ok", st.num_ok), ("error", st.num_error), ("timeout", st.num_timeout)):
+                if k:
+                    self.samples.inc(k, tags={"status": status})
+            if st.num_dropped:
+                self.dropped.inc(st.num_dropped)
+            for cause, k in st.failure_causes.items():
+                self.failures.inc(k, tags={"cause": cause})
+            if st.worker_restarts:
+                self.worker_restarts.inc(st.worker_restarts)
+            if st.plugin_restarts:
+                self.plugin_restarts.inc(st.plugin_restarts)
+        except Exception as e:
+            log.debug("recording ray metrics failed: %s", e)

@@ -15,6 +15,11 @@ samples of concurrent requests are scored together (up to max_batch_size, waitin
 batch_wait_timeout_s) without a per-sample future. `GET <route>` returns what the endpoint
 serves and how it has been batching.
 
+Overload: a replica takes at most serve.max_ongoing_requests requests at a time and the proxy
+queues at most serve.max_queued_requests more; beyond that a request is answered 503 with
+`Retry-After` (serve.retry_after_s) at once, and the endpoint serves normally again when the
+load drops (tests/chaos/test_served_reward_overload.py).
+
 Results are raw: a sample whose reward failed comes back with status error/timeout and
 reward null; the caller's pool applies its own failure policy.
 """
@@ -79,9 +84,11 @@ class _ConfigScorer:
     """A RewardConfig scorer returning raw results (the caller applies its failure policy)."""
 
     def __init__(self, cfg: RewardConfig):
+        from qwen25_rl.reward.isolation import limit_memory
         from qwen25_rl.reward.scorer import RewardScorer
 
         self.scorer = RewardScorer(cfg)
+        limit_memory(self.scorer, cfg.pool.memory_limit_mb)
         self.cfg = cfg
 
     def score(self, samples: list[RewardSample]) -> tuple[list[RewardResult], dict[str, int]]:
@@ -199,6 +206,10 @@ def build_app(serve_cfg: ServeConfig, reward_cfg: RewardConfig | None = None, rm
         num_replicas=serve_cfg.num_replicas,
         ray_actor_options={"num_cpus": serve_cfg.num_cpus_per_replica},
         max_ongoing_requests=serve_cfg.max_ongoing_requests,
+        # A bounded queue at the proxy: beyond it Serve's router raises BackPressureError,
+        # which the HTTP proxy answers with this status (and Retry-After), not with a 500.
+        max_queued_requests=serve_cfg.max_queued_requests,
+        backpressure_config={"status_code": 503, "retry_after_s": serve_cfg.retry_after_s},
     )
     return deployment.bind(
         reward_cfg.model_dump(mode="json") if reward_cfg is not None else None,

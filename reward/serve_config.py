@@ -25,7 +25,13 @@ class ServeConfig(Section):
     # waiting at most batch_wait_timeout_s for a batch to fill.
     max_batch_size: int = Field(default=64, ge=1)
     batch_wait_timeout_s: float = Field(default=0.01, ge=0)
+    # Overload: each replica works on at most max_ongoing_requests requests at a time; up to
+    # max_queued_requests more wait in a bounded queue at the HTTP proxy (per proxy); beyond
+    # that a request is answered 503 at once, with a Retry-After header of retry_after_s
+    # seconds (rounded up; null: no header), instead of piling up until clients time out.
     max_ongoing_requests: int = Field(default=64, ge=1)
+    max_queued_requests: int = Field(default=256, ge=1)
+    retry_after_s: float | None = Field(default=1.0, ge=0)
     # Largest number of samples accepted in one request (HTTP 400 beyond it).
     max_samples_per_request: int = Field(default=4096, ge=1)
 

@@ -169,7 +169,10 @@ def reward_score(args: argparse.Namespace) -> int:
         data_source=args.data_source,
         response_length=args.response_length,
     )
+    from qwen25_rl.reward.isolation import limit_memory
+
     with RewardScorer(cfg) as scorer:
+        limit_memory(scorer, cfg.pool.memory_limit_mb)
         result = scorer.score_raw([sample])
     from qwen25_rl.reward.scorer import combine
 
