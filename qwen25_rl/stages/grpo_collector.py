@@ -205,7 +205,9 @@ def score_samples(
     results = pool.score(samples)
     keep = [i for i, r in enumerate(results) if not r.dropped and r.reward is not None]
     metrics = {
-        k: float(v) for k, v in pool.last_stats.as_metrics().items() if k.endswith(("error", "timeout", "dropped", "groups_dropped", "_failures", "restarts"))
+        k: float(v)
+        for k, v in pool.last_stats.as_metrics().items()
+        if k.endswith(("error", "timeout", "dropped", "groups_dropped", "_failures", "restarts"))
     }
     rewards = torch.tensor([r.reward if r.reward is not None else float("nan") for r in results], dtype=torch.float32)
     if not keep or (not reward_models and combination == "sum"):
