@@ -567,7 +567,11 @@ class PolicyWorker(ReferenceWorker, WeightSource):
 
     def save(self, folder: str, tokenizer_path: str | None = None, extra_state: dict | None = None) -> None:
         """Write this rank's part of a checkpoint: HF model (rank 0), engine/optimizer state
-        (every rank), RNG (every rank)."""
+        (every rank), RNG (every rank).
+
+        Each rank writes from the node it runs on, into the same `folder` (under the run's
+        storage root): with ranks on several machines that folder must be on a filesystem all
+        of them and the driver share (README, "On a cluster"; RLCluster.save checks it)."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         self.engine.save(out, self.rank)
@@ -579,7 +583,8 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         save_rng_state(out / f"rng_rank{self.rank}.pt")
 
     def save_model(self, folder: str, tokenizer_path: str | None = None) -> None:
-        """The policy in Hugging Face format (+ tokenizer). Every rank calls it (ZeRO-3 gathers)."""
+        """The policy in Hugging Face format (+ tokenizer). Every rank calls it (ZeRO-3 gathers
+        the full weights onto rank 0); rank 0 alone writes, on its own node."""
         state = self.engine.export_state_dict()
         if self.rank != 0:
             return

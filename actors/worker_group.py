@@ -5,6 +5,11 @@ data-parallel rank).
 Placement is checked before anything starts: asking for more than the cluster can ever hold
 fails at once with the numbers, and a placement that does not become ready within the
 timeout (resources held by others) fails with the numbers too, instead of hanging.
+
+Across nodes: `strategy` is Ray's placement strategy for the group's bundles (SPREAD puts its
+ranks on different nodes where it can), and `node_labels` restricts every bundle to nodes that
+carry those Ray node labels (`ray start --labels='{"role": "rollout"}'`), so a config can put
+groups on nodes of their own. Every group records the node each rank runs on (`node_ids`).
 """
 
 from __future__ import annotations
@@ -29,8 +34,22 @@ def _fmt(res: dict[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(res.items()) if k in ("CPU", "GPU", "memory") or v) + "}"
 
 
-def reserve_bundles(bundles: list[dict[str, float]], *, strategy: str, timeout_s: float, name: str) -> PlacementGroup:
-    """Create a placement group and wait for it, failing clearly instead of hanging."""
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())) + "}"
+
+
+def reserve_bundles(
+    bundles: list[dict[str, float]], *, strategy: str, timeout_s: float, name: str, node_labels: dict[str, str] | None = None
+) -> PlacementGroup:
+    """Create a placement group and wait for it, failing clearly instead of hanging.
+    `node_labels`: every bundle goes on a node carrying all these labels."""
+    if node_labels:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if not any(all(n.get("Labels", {}).get(k) == v for k, v in node_labels.items()) for n in nodes):
+            raise PlacementError(
+                f"{name}: asks for nodes labelled {_labels(node_labels)}, but no node of the cluster carries them "
+                f"(nodes get labels from `ray start --labels`)"
+            )
     need: dict[str, float] = {}
     for b in bundles:
         for k, v in b.items():
@@ -42,16 +61,23 @@ def reserve_bundles(bundles: list[dict[str, float]], *, strategy: str, timeout_s
             f"{name}: needs {_fmt(need)} in {len(bundles)} bundles, but the whole cluster has {_fmt(total)}; "
             f"lower the worker count or per-worker resources, or add nodes"
         )
-    pg = placement_group(bundles, strategy=strategy, name=name)
+    selector = [dict(node_labels) for _ in bundles] if node_labels else None
+    pg = placement_group(bundles, strategy=strategy, name=name, bundle_label_selector=selector)
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
         available = ray.available_resources()
         remove_placement_group(pg)
+        where = f" on nodes labelled {_labels(node_labels)}" if node_labels else ""
         raise PlacementError(
-            f"{name}: could not place {len(bundles)} bundles {bundles[0]} ({strategy}) within {timeout_s:g}s; "
+            f"{name}: could not place {len(bundles)} bundles {bundles[0]} ({strategy}){where} within {timeout_s:g}s; "
             f"cluster has {_fmt(total)}, currently free {_fmt(available)} (other actors hold the rest)"
         )
     return pg
+
+
+def _node_id(actor) -> str:
+    """Run inside an actor (`__ray_call__`): the id of the node it runs on."""
+    return ray.get_runtime_context().get_node_id()
 
 
 @dataclass
@@ -60,6 +86,8 @@ class WorkerGroup:
 
     `placement_group`/`bundle_indices` let several groups share bundles (colocation: e.g. a
     policy and a reference worker on the same device, each asking for a fraction of it).
+    `node_labels` (only for a group that makes its own placement group): Ray node labels every
+    rank's node must carry. After start, `node_ids[rank]` is the node the rank runs on.
     """
 
     worker_cls: type
@@ -75,6 +103,7 @@ class WorkerGroup:
     backend: str | None = None
     placement_group: PlacementGroup | None = None
     bundle_indices: list[int] | None = None
+    node_labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -87,6 +116,7 @@ class WorkerGroup:
                 strategy=self.strategy,
                 timeout_s=self.placement_timeout_s,
                 name=self.name,
+                node_labels=self.node_labels,
             )
         indices = self.bundle_indices or list(range(self.num_workers))
         remote_cls = ray.remote(self.worker_cls)
@@ -100,8 +130,11 @@ class WorkerGroup:
             ).remote(**self.init_kwargs)
             for rank in range(self.num_workers)
         ]
+        self.node_ids: list[str] = []
         try:
             ray.get([w.ping.remote() for w in self.workers])
+            # Asked of the actors themselves: where each rank really runs (placement.json of a run).
+            self.node_ids = ray.get([w.__ray_call__.remote(_node_id) for w in self.workers])
             if self.distributed:
                 self._init_distributed()
         except BaseException:

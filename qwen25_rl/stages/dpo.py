@@ -122,7 +122,9 @@ def _run_dpo(cfg: DPOConfig, run: RunDir) -> Path:
             opening += f", resumed from {ckpt}"
         logger.message(opening)
         if cfg.eval.at_start and state["step"] == 0 and eval_records:
-            logger.log(0, evaluate(cluster, pool, eval_records, cfg, 0, collector.accuracy_label))  # type: ignore[arg-type]
+            with logger.phase(f"evaluating the initial model on {len(eval_records)} held-out prompts"):
+                baseline = evaluate(cluster, pool, eval_records, cfg, 0, collector.accuracy_label)  # type: ignore[arg-type]
+            logger.log(0, baseline)
 
         # -- the rounds -------------------------------------------------------------------------
         step, version = state["step"], state["policy_version"]
@@ -138,7 +140,11 @@ def _run_dpo(cfg: DPOConfig, run: RunDir) -> Path:
             else:
                 t = time.perf_counter()
                 if d.mode == "sample":
-                    sampled = sample_pairs(cluster, collector, prompts, sampler, cfg, round_)  # type: ignore[arg-type]
+                    with logger.phase(
+                        f"round {round_}: rejection sampling ({a.prompts_per_round} prompts x {cfg.rollout.samples_per_prompt})"
+                    ):
+                        sampled = sample_pairs(cluster, collector, prompts, sampler, cfg, round_)  # type: ignore[arg-type]
+                    logger.message(f"round {round_}: {len(sampled.pairs)} pairs")
                     pairs, round_metrics = sampled.pairs, round_metrics | sampled.metrics
                     if not pairs:
                         raise UserValueError(no_pairs_message(round_, sampled.metrics, cfg))
@@ -173,24 +179,26 @@ def _run_dpo(cfg: DPOConfig, run: RunDir) -> Path:
                     version += 1
                     metrics["time/sync_s"] = cluster.sync_weights(version)
                     if eval_records and (end_of_round or cfg.eval.every_n_steps):
-                        metrics |= evaluate(cluster, pool, eval_records, cfg, step, collector.accuracy_label)  # type: ignore[arg-type]
+                        with logger.phase(f"evaluating step {step} on {len(eval_records)} held-out prompts"):
+                            metrics |= evaluate(cluster, pool, eval_records, cfg, step, collector.accuracy_label)  # type: ignore[arg-type]
                 metrics["policy_version"] = version
                 metrics["time/step_s"] = time.perf_counter() - t_step
                 metrics["tokens_per_s"] = metrics["dpo/tokens"] / metrics["time/train_s"]
                 logger.log(step, metrics)
                 if cfg.checkpoint.every_n_steps and (step % cfg.checkpoint.every_n_steps == 0 or end_of_round):
                     done = {"round": round_ + 1, "step_in_round": 0} if end_of_round else {"round": round_, "step_in_round": s + 1}
-                    save_checkpoint(
-                        run,
-                        cluster,
-                        cfg.checkpoint.keep_last,
-                        tokenizer_path,
-                        {"step": step, "policy_version": version, "sampler_position": sampler.position, **done},
-                    )
+                    with logger.phase(f"saving checkpoint {run.checkpoint_dir(step)}"):
+                        save_checkpoint(
+                            run,
+                            cluster,
+                            cfg.checkpoint.keep_last,
+                            tokenizer_path,
+                            {"step": step, "policy_version": version, "sampler_position": sampler.position, **done},
+                        )
 
         if cfg.checkpoint.save_final:
-            with staging(run.final) as tmp:
-                cluster.policy.run("save_model", str(tmp), tokenizer_path)
+            with logger.phase(f"saving the final model to {run.final}"), staging(run.final) as tmp:
+                cluster.save_model(str(tmp), tokenizer_path)
         logger.close()
         return run.path
     finally:
@@ -240,7 +248,7 @@ def use_round_start_as_reference(cluster: RLCluster, round_dir: Path, tokenizer_
         if not fresh:
             raise UserValueError(f"{folder}: the round's reference model is missing; cannot resume this round with reference_mode online")
         with staging(folder) as tmp:
-            cluster.policy.run("save_model", str(tmp), tokenizer_path)
+            cluster.save_model(str(tmp), tokenizer_path)
     cluster.reload_reference(str(folder))
     return {"time/reference_reload_s": time.perf_counter() - t}
 

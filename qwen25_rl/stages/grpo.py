@@ -8,6 +8,7 @@ weights to the rollout workers (policy version + 1) -> log, evaluate, checkpoint
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 
 from qwen25_rl.actors.policy import LossSettings
 from qwen25_rl.algorithms import compute_advantages
-from qwen25_rl.checkpointing import resolve_resume, staging
+from qwen25_rl.checkpointing import atomic_write, resolve_resume, staging
 from qwen25_rl.config.loader import load_config
 from qwen25_rl.data.prompts import PromptSampler, load_prompts
 from qwen25_rl.metrics import StepLogger
@@ -77,6 +78,11 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
         loss = loss_settings(cfg)
         logger = StepLogger(run, cfg.logging, stage="grpo", total_steps=cfg.algorithm.total_steps, start_step=state["step"])
         opening = f"grpo: run {run.path}, {len(train_records)} prompts, {cluster.num_parameters:,} parameters"
+        placement = cluster.placement()  # where every worker runs: placement.json in the run folder
+        atomic_write(run.path / "placement.json", json.dumps(placement, indent=1))
+        nodes = {n for ids in placement.values() for n in ids}
+        if len(nodes) > 1:
+            opening += f", workers on {len(nodes)} nodes"
         if dropped["too_long"]:
             opening += f" ({dropped['too_long']} prompts too long, dropped)"
         if ckpt:
@@ -84,7 +90,9 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
         logger.message(opening)
 
         if cfg.eval.at_start and state["step"] == 0:
-            logger.log(0, evaluate(cluster, pool, eval_records, cfg, 0, collector.accuracy_label))
+            with logger.phase(f"evaluating the initial model on {len(eval_records)} held-out prompts"):
+                baseline = evaluate(cluster, pool, eval_records, cfg, 0, collector.accuracy_label)
+            logger.log(0, baseline)
 
         # -- the loop -------------------------------------------------------------------------
         version = state["policy_version"]
@@ -119,22 +127,24 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
 
             done = step + 1
             if cfg.eval.every_n_steps and (done % cfg.eval.every_n_steps == 0 or done == cfg.algorithm.total_steps):
-                metrics |= evaluate(cluster, pool, eval_records, cfg, done, collector.accuracy_label)
+                with logger.phase(f"evaluating step {done} on {len(eval_records)} held-out prompts"):
+                    metrics |= evaluate(cluster, pool, eval_records, cfg, done, collector.accuracy_label)
             logger.log(done, metrics)
             if cfg.checkpoint.every_n_steps and done % cfg.checkpoint.every_n_steps == 0:
                 # The next step's prompts were already taken when generation runs ahead.
                 position = pending.sampler_position if pending is not None else sampler.position
-                save_checkpoint(
-                    run,
-                    cluster,
-                    cfg.checkpoint.keep_last,
-                    str(model_path),
-                    {"step": done, "sampler_position": position, "policy_version": version},
-                )
+                with logger.phase(f"saving checkpoint {run.checkpoint_dir(done)}"):
+                    save_checkpoint(
+                        run,
+                        cluster,
+                        cfg.checkpoint.keep_last,
+                        str(model_path),
+                        {"step": done, "sampler_position": position, "policy_version": version},
+                    )
 
         if cfg.checkpoint.save_final:
-            with staging(run.final) as tmp:
-                cluster.policy.run("save_model", str(tmp), str(cfg.tokenizer.path or model_path))
+            with logger.phase(f"saving the final model to {run.final}"), staging(run.final) as tmp:
+                cluster.save_model(str(tmp), str(cfg.tokenizer.path or model_path))
         logger.close()
         return run.path
     finally:

@@ -5,12 +5,21 @@ rollout worker groups from a stage config (GRPO's or DPO's: they share these sec
 the weight-sync transport, and offers the controller a few verbs: generate, score, train,
 sync, save, load. Each verb fans out to the right group; the controller never touches an
 actor directly.
+
+Several nodes: each group is one placement group with `ray.placement_strategy` (SPREAD: its
+ranks on different nodes) and, where the config names them, its own node labels
+(`policy.node_labels`, `reference.node_labels`, `rollout.node_labels`); `placement()` says
+where every rank runs. Checkpoint files are written by the policy ranks themselves, on their
+own nodes, into the run folder under the storage root: with ranks on several machines that
+root (`logging.storage_path`) must be a filesystem all of them share (`save` checks that the
+driver sees every rank's files).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -21,6 +30,7 @@ from qwen25_rl.actors.rollout import RolloutWorker, SamplingSettings
 from qwen25_rl.actors.weight_sync import get_weight_sync
 from qwen25_rl.actors.worker_group import WorkerGroup
 from qwen25_rl.batch import TensorBatch
+from qwen25_rl.errors import UserValueError
 from qwen25_rl.stages.grpo_config import GRPOConfig
 
 
@@ -78,6 +88,7 @@ class RLCluster:
                 num_gpus=p.num_gpus_per_worker,
                 init_kwargs={"model_path": self.model_path, "settings": settings, "torch_threads": p.torch_threads},
                 env_vars={"DS_ACCELERATOR": "cuda" if p.num_gpus_per_worker else "cpu"},
+                node_labels=dict(p.node_labels),
                 **common,
             )
         )
@@ -93,6 +104,7 @@ class RLCluster:
                     num_gpus=r.num_gpus_per_worker,
                     distributed=False,
                     init_kwargs={"model_path": self.model_path, "torch_threads": r.torch_threads},
+                    node_labels=dict(r.node_labels),
                     **common,
                 )
             )
@@ -174,10 +186,37 @@ class RLCluster:
     def rollout_versions(self) -> list[int]:
         return self.rollout.run("get_version")
 
+    def placement(self) -> dict[str, list[str]]:
+        """Group name -> the Ray node id of each rank, as the actors report it."""
+        out = {}
+        for g in self.groups:
+            g = getattr(g, "group", g)  # a RewardModelGroup holds its WorkerGroup
+            out[g.name] = list(g.node_ids)
+        return out
+
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save(self, folder: str, tokenizer_path: str) -> None:
+        # Every policy rank writes its own files (optimizer shard, RNG state; rank 0 the HF
+        # model) on the node it runs on: `folder` must be on storage all nodes share.
         self.policy.run("save", folder, tokenizer_path)
+        expected = [Path(folder) / f"rng_rank{r}.pt" for r in range(self.policy.num_workers)] + [Path(folder) / "model" / "config.json"]
+        self._check_written(folder, expected)
+
+    def save_model(self, folder: str, tokenizer_path: str) -> None:
+        """The policy in Hugging Face format, written by policy rank 0 (after the engine gathers
+        the full weights there, under ZeRO-3), checked to be visible here."""
+        self.policy.run("save_model", folder, tokenizer_path)
+        self._check_written(folder, [Path(folder) / "config.json"])
+
+    def _check_written(self, folder: str, expected: list[Path]) -> None:
+        missing = [p for p in expected if not p.exists()]
+        if missing:
+            raise UserValueError(
+                f"{folder}: the policy workers wrote {', '.join(p.name for p in missing)} on their own nodes "
+                f"({sorted(set(self.policy.node_ids))}), but this driver does not see them: on a cluster of "
+                "several machines, logging.storage_path (or $QWEN25_RL_STORAGE) must be a filesystem every node shares"
+            )
 
     def load(self, folder: str) -> None:
         self.policy.run("load", folder)
@@ -225,6 +264,7 @@ def rollout_group(cfg, model_path: str, name: str, common: dict[str, Any]) -> Wo
         num_gpus=ro.num_gpus_per_worker,
         distributed=False,
         init_kwargs={"engine": ro.engine, "model_path": model_path, "engine_kwargs": engine_kwargs, "torch_threads": ro.torch_threads},
+        node_labels=dict(ro.node_labels),
         **common,
     )
 

@@ -51,6 +51,10 @@ class RolloutConfig(Section):
     # (false). null: eager on CPU (compiling adds ~25 s to engine start; it speeds up decode
     # steps of small, overhead-bound models by ~30 %), compiled on GPU.
     enforce_eager: bool | None = None
+    # Ray node labels every worker's node must carry (`ray start --labels='{"role": "rollout"}'`):
+    # puts the group on nodes of its own. Within the group, ray.placement_strategy applies
+    # (SPREAD: its workers on different nodes). {}: any node.
+    node_labels: dict[str, str] = Field(default_factory=dict)
 
 
 class PolicyConfig(Section):
@@ -64,6 +68,8 @@ class PolicyConfig(Section):
     bf16: bool = False
     torch_threads: int | None = Field(default=None, ge=1)
     chunk_size: int = Field(default=1024, ge=1)
+    # Ray node labels of the policy workers' nodes (see RolloutConfig.node_labels).
+    node_labels: dict[str, str] = Field(default_factory=dict)
 
 
 class ReferenceConfig(Section):
@@ -76,6 +82,8 @@ class ReferenceConfig(Section):
     # torch threads (null: the CPU request, at least 1). The phases of a synchronous step run
     # one after another, so each worker may use every core while the others wait.
     torch_threads: int | None = Field(default=None, ge=1)
+    # Ray node labels of the reference workers' nodes (see RolloutConfig.node_labels).
+    node_labels: dict[str, str] = Field(default_factory=dict)
 
 
 class RewardModelConfig(Section):
