@@ -30,15 +30,29 @@ $(STAMP): pyproject.toml
 	  || echo "warning: DeepSpeed's CPU shm op did not build now; DeepSpeed will try again when first used"
 	touch $(STAMP)
 
-# bubblewrap gives the code sandbox its namespaces; installed when we can (root or sudo).
+# Debian packages, each installed when we can (root or sudo) and a warning otherwise, as
+# command:package pairs: bubblewrap gives the code sandbox its namespaces; prometheus and
+# chromium + chromium-driver serve the monitoring and browser tests (tests/e2e: a Prometheus
+# server scraping a Ray cluster, the Ray dashboard and run reports in headless chromium).
+# Where systemd runs, Debian's prometheus package also starts a prometheus service on :9090;
+# the tests start their own on a free port.
+OS_PACKAGES := bwrap:bubblewrap prometheus:prometheus chromium:chromium chromedriver:chromium-driver
+
 os-packages:
-	@command -v bwrap >/dev/null 2>&1 || { \
+	@for pair in $(OS_PACKAGES); do \
+	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 && continue; \
+	  case $$pkg in bubblewrap) why="the code sandbox will refuse untrusted code";; \
+	    *) why="the tests that need it skip (fail under CI=true)";; esac; \
+	  install="apt-get install -y -q --no-install-recommends $$pkg"; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
-	      || echo "warning: could not install bubblewrap; the code sandbox will refuse untrusted code"; \
+	    ($$install >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && $$install >/dev/null 2>&1)) \
+	      || echo "warning: could not install $$pkg: $$why"; \
 	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
-	    sudo apt-get install -y -q bubblewrap >/dev/null 2>&1 || echo "warning: could not install bubblewrap"; \
-	  else echo "warning: bubblewrap missing and no root: the code sandbox will refuse untrusted code"; fi; }
+	    (sudo $$install >/dev/null 2>&1 || (sudo apt-get update -q >/dev/null 2>&1 && sudo $$install >/dev/null 2>&1)) \
+	      || echo "warning: could not install $$pkg: $$why"; \
+	  else echo "warning: $$pkg missing and no root: $$why"; fi; \
+	done
 
 demo: setup
 	$(BIN)/python -m qwen25_rl.demo

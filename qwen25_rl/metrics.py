@@ -4,10 +4,12 @@ one line per step in a job log), `metrics.jsonl`, TensorBoard, and Ray's metrics
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from qwen25_rl.config.schema import LoggingConfig
@@ -19,10 +21,18 @@ def _gauge_name(prefix: str, key: str) -> str:
 
 
 class RayGauges:
-    """One `ray.util.metrics.Gauge` per metric key, tagged with the run name."""
+    """One `ray.util.metrics.Gauge` per metric key, tagged with the run name: the one way every
+    stage (pretrain, sft, rm, grpo, dpo, eval, ...) exports its metrics to Ray.
 
-    def __init__(self, prefix: str, run_name: str):
+    A key becomes `qwen25_rl_<stage>_<key>` with every character outside [a-zA-Z0-9_] turned
+    into `_` ("reward/mean" of grpo -> `qwen25_rl_grpo_reward_mean`); Ray's Prometheus endpoint
+    adds its `ray_` prefix (`ray_qwen25_rl_grpo_reward_mean{run="<run name>"}`). Non-numeric,
+    boolean and non-finite values are skipped; outside Ray nothing is exported.
+    `descriptions` (key -> text) replaces the generic "<stage> <key>" help text."""
+
+    def __init__(self, prefix: str, run_name: str, descriptions: dict[str, str] | None = None):
         self.prefix, self.run_name = prefix, run_name
+        self.descriptions = dict(descriptions or {})
         self._gauges: dict[str, Any] = {}
 
     def set(self, metrics: dict[str, Any]) -> None:
@@ -36,16 +46,19 @@ class RayGauges:
                 continue
             g = self._gauges.get(k)
             if g is None:
-                g = self._gauges[k] = Gauge(_gauge_name(self.prefix, k), description=f"{self.prefix} {k}", tag_keys=("run",))
+                description = self.descriptions.get(k) or f"{self.prefix} {k}"
+                g = self._gauges[k] = Gauge(_gauge_name(self.prefix, k), description=description, tag_keys=("run",))
             g.set(float(v), tags={"run": self.run_name})
 
 
-CONSOLE_KEYS = ("reward/mean", "accuracy", "policy/kl", "policy/entropy", "response_length/mean", "time/step_s")
+CONSOLE_KEYS = ("reward/mean", "accuracy", "eval/accuracy", "policy/kl", "policy/entropy", "response_length/mean", "time/step_s")
 
 
 def console_label(key: str) -> str:
     """The short name of a metric on the console: its last part ("policy/kl" -> "kl"), or its
     group where the last part is a statistic ("reward/mean" -> "reward", not a second "mean")."""
+    if key.startswith("eval/"):  # held-out evaluation, told apart from the training batch's
+        return "heldout_" + console_label(key[len("eval/") :])
     group, _, last = key.rpartition("/")
     return group.rpartition("/")[2] if group and last in ("mean", "min", "max", "std") else last
 
@@ -96,10 +109,27 @@ class StepLogger:
             self.gauges.set(metrics | {"step": step})
         if not self.cfg.console or not console:
             return
+        summary = self._summary(metrics)
+        if not summary:  # nothing the console shows (a data-summary row)
+            return
+        if step == 0:  # the baseline evaluation before the first step
+            summary += "  (before training)"
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, description=self._summary(metrics))
-        elif step % self.cfg.log_every_n_steps == 0 or step == self.total:
-            print(f"step {step}/{self.total}  {self._summary(metrics)}", flush=True)
+            self._progress.update(self._task, completed=step, description=summary)
+        elif step % self.cfg.log_every_n_steps == 0 or step == self.total or step == 0:
+            print(f"step {step}/{self.total}  {summary}", flush=True)
+
+    @contextlib.contextmanager
+    def phase(self, what: str) -> Iterator[None]:
+        """A long phase between steps (sampling a round, evaluating, saving a checkpoint) on the
+        console: "<what> ..." when it starts and "<what>: done in X s" when it ends, so a quiet
+        console is never a hung one."""
+        if self.cfg.console:
+            self.message(f"{what} ...")
+        t = time.perf_counter()
+        yield
+        if self.cfg.console:
+            self.message(f"{what}: done in {time.perf_counter() - t:.1f} s")
 
     def message(self, text: str) -> None:
         if self._progress is not None:

@@ -185,6 +185,9 @@ def make_grpo_overrides(model_dir, task_dir, out_dir, run_name: str, **extra) ->
         "logging.output_dir": str(out_dir),
         "logging.run_name": run_name,
         "logging.tensorboard": False,
+        # ~1 s of plotting per run that no test here looks at (the report hook is tested in
+        # tests/unit/test_reports.py and by the pipeline and job tests, which keep it on)
+        "logging.report": False,
         "ray.num_cpus": 4,
         "ray.include_dashboard": False,
     }

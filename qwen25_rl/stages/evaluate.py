@@ -34,6 +34,7 @@ from qwen25_rl.algorithms.pass_at_k import pass_at_k
 from qwen25_rl.checkpointing import atomic_write
 from qwen25_rl.config.loader import load_config
 from qwen25_rl.data.prompts import DatasetError, _chat, read_rows
+from qwen25_rl.metrics import RayGauges
 from qwen25_rl.paths import eval_data_file
 from qwen25_rl.ray_utils import init_ray
 from qwen25_rl.reward.config import RewardConfig, RewardFunctionConfig
@@ -405,7 +406,7 @@ def run_eval(cfg: EvalConfig, run: RunDir) -> dict[str, Any]:
             print(f"eval: {key.replace('_', ' ')}: {n}", flush=True)
 
     reward_cfg, label = reward_for(cfg)
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
     from qwen25_rl.reward.pool import RewardPool
 
     pool = RewardPool(reward_cfg, name_prefix="eval/reward")
@@ -415,7 +416,8 @@ def run_eval(cfg: EvalConfig, run: RunDir) -> dict[str, Any]:
             common = {"strategy": cfg.ray.placement_strategy, "placement_timeout_s": cfg.ray.placement_timeout_s}
             rollout = rollout_group(cfg, str(cfg.model.path), "eval", common)
         run.mark_started()
-        rows, timing = _evaluate(cfg, todo, pool, rollout, reward_cfg, label)
+        gauges = RayGauges("eval", run.path.name) if cfg.logging.ray_metrics else None
+        rows, timing = _evaluate(cfg, todo, pool, rollout, reward_cfg, label, gauges)
     finally:
         if rollout is not None:
             rollout.shutdown()
@@ -445,14 +447,17 @@ def run_eval(cfg: EvalConfig, run: RunDir) -> dict[str, Any]:
         writer.log(0, metric_row(summary))
     finally:
         writer.close()
+    if gauges is not None:
+        gauges.set(metric_row(summary))
     scores = ", ".join(f"pass@{k} {summary[f'pass@{k}']:.4f}" for k in cfg.eval.pass_k)
     print(f"eval: {dataset}: {summary['items']} items, accuracy {summary['accuracy']:.4f}, {scores}; {summary['wall_s']:.1f} s", flush=True)
     return {**summary, "run_dir": str(run_path)}
 
 
-def _evaluate(cfg: EvalConfig, todo: list[EvalItem], pool, rollout, reward_cfg: RewardConfig, label: str):
+def _evaluate(cfg: EvalConfig, todo: list[EvalItem], pool, rollout, reward_cfg: RewardConfig, label: str, gauges: RayGauges | None = None):
     """Generate (or take the given responses) and score, batch by batch; the next batch is
-    generating on the rollout workers while this one is scored."""
+    generating on the rollout workers while this one is scored. After each batch the progress
+    (`eval/items_scored`, `eval/accuracy` so far) goes to `gauges` (Ray metrics) when given."""
     from qwen25_rl.actors.rollout import SamplingSettings
 
     ro, bs = cfg.rollout, cfg.eval.prompts_per_batch
@@ -498,6 +503,8 @@ def _evaluate(cfg: EvalConfig, todo: list[EvalItem], pool, rollout, reward_cfg: 
         done_items += len(chunk)
         solved_sum += sum(r["passes"] / r["n"] for r in rows_b)
         print(f"eval: {done_items}/{len(todo)} items scored, accuracy so far {solved_sum / done_items:.4f}", flush=True)
+        if gauges is not None:
+            gauges.set({"eval/items_scored": done_items, "eval/items": len(todo), "eval/accuracy": solved_sum / done_items})
     return rows, timing
 
 
