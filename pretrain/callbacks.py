@@ -2,9 +2,12 @@
 
 It runs in the Train controller, which Ray places on the driver's node, so it writes the run
 folder the driver created: one `metrics.jsonl` row (and TensorBoard scalars) per report of
-rank 0, a console line, Ray metrics gauges (scraped by Prometheus / shown on the dashboard),
-and a `COMPLETE` marker in every checkpoint folder once Ray has persisted all ranks' files
-into it (`RunDir.latest_checkpoint` trusts only marked folders).
+rank 0, a console line, Ray metrics gauges (`qwen25_rl.metrics.RayGauges`: every numeric
+field of a row as `qwen25_rl_<stage>_<key>` tagged with the run name, scraped by Prometheus /
+shown on the dashboard), and a check of every checkpoint Ray has assembled from all ranks'
+uploads against its manifest (`COMPLETE`, written by the workers: pretrain.worker), sizes only
+(stat calls); a mismatch is logged as an `event: checkpoint_invalid` row (the resume lookup,
+qwen25_rl.checkpointing, will skip that checkpoint).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 
 from ray.train import UserCallback
 
-from qwen25_rl.checkpointing import COMPLETE
+from qwen25_rl.checkpointing import verify
+from qwen25_rl.metrics import RayGauges
 
-# Scalars also exported as Ray gauges (name -> description).
+# Help texts of the main gauges; every other numeric field of a row is exported too.
 GAUGES = {
     "loss": "training loss (token mean) of the last step",
     "eval_loss": "held-out loss at the last evaluation",
@@ -25,7 +29,10 @@ GAUGES = {
     "lr": "learning rate",
     "grad_norm": "gradient norm before clipping",
     "mfu": "model FLOPs utilisation",
+    "step": "optimizer steps done",
 }
+# Row fields that are not metrics (a timestamp).
+NOT_GAUGES = ("wall_time",)
 
 
 class RunFolderCallback(UserCallback):
@@ -37,7 +44,7 @@ class RunFolderCallback(UserCallback):
         self.ray_metrics = ray_metrics
         self.run_name = run_name
         self._writer = None
-        self._gauges: dict[str, Any] | None = None
+        self._gauges = RayGauges(stage, run_name, descriptions=GAUGES) if ray_metrics else None
         self._t0 = time.time()
 
     # Created lazily in the controller process (file handles do not pickle).
@@ -48,17 +55,9 @@ class RunFolderCallback(UserCallback):
             self._writer = RunDir(Path(self.run_dir)).metrics_writer(tensorboard=self.tensorboard)
         return self._writer
 
-    def _set_gauges(self, row: dict[str, Any]) -> None:
-        if not self.ray_metrics:
-            return
-        from ray.util.metrics import Gauge
-
-        if self._gauges is None:
-            self._gauges = {k: Gauge(f"qwen25_rl_{self.stage}_{k}", description=d, tag_keys=("run",)) for k, d in GAUGES.items()}
-        for k, g in self._gauges.items():
-            v = row.get(k)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                g.set(float(v), tags={"run": self.run_name})
+    def _set_gauges(self, step: int, row: dict[str, Any]) -> None:
+        if self._gauges is not None:
+            self._gauges.set({k: v for k, v in row.items() if k not in NOT_GAUGES} | {"step": step})
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         # Rank 0's report carries every step row since its previous report (the worker
@@ -71,12 +70,14 @@ class RunFolderCallback(UserCallback):
         for row in rows:
             step = int(row.pop("step", -1))
             self._metrics_writer().log(step, row)
-            self._set_gauges(row)
+            self._set_gauges(step, row)
             if self.console:
                 print(self._line(step, row), flush=True)
-        if checkpoint is not None:
-            with checkpoint.filesystem.open_output_stream(f"{checkpoint.path}/{COMPLETE}") as f:
-                f.write(b"ok\n")
+        if checkpoint is not None and getattr(checkpoint.filesystem, "type_name", "") == "local":
+            problems = verify(Path(checkpoint.path), hashes=False)
+            if problems:
+                self._metrics_writer().log(-1, {"event": "checkpoint_invalid", "checkpoint": checkpoint.path, "problems": problems})
+                print(f"[{self.stage}] checkpoint {checkpoint.path} does not match its manifest: {'; '.join(problems)}", flush=True)
 
     def _line(self, step: int, row: dict[str, Any]) -> str:
         parts = [f"[{self.stage}] step {step}"]

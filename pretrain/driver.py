@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from qwen25_rl.checkpointing import COMPLETE, resolve_resume, staging
+from qwen25_rl.checkpointing import COMPLETE, atomic_write, resolve_resume, staging, verify
 from qwen25_rl.errors import UserValueError
 from qwen25_rl.models.factory import initial_model_folder, rope_theta_of
 from qwen25_rl.pretrain.config import PretrainConfig, RMConfig, SFTConfig, SyntheticDataConfig
@@ -64,29 +64,85 @@ def _say(cfg, msg: str) -> None:
 @contextlib.contextmanager
 def open_run(cfg, stage: str) -> Iterator[tuple[RunDir, str | None]]:
     """The run folder (created or reopened; removed again if the stage fails on its input, see
-    qwen25_rl.runs.stage_run) and an explicit checkpoint to resume from.
+    qwen25_rl.runs.stage_run) and the verified checkpoint to resume from.
 
-    resume "auto": a folder that already has checkpoints continues from its newest one (Ray
-    Train reads its checkpoint snapshot); "never": such a folder is an error; any other value
-    is a complete checkpoint folder to start from.
+    resume "auto": a folder that already has checkpoints continues from its newest one that
+    verifies (qwen25_rl.checkpointing.resolve_resume: checked against its manifest, sizes and
+    sha256; ones that fail are set aside with a message, and forgotten by Ray Train's snapshot;
+    none verifying is an error); "never": such a folder is an error; any other value is a
+    complete, verifying checkpoint folder to start from.
     """
     name = run_name_for(cfg.logging.run_name, stage)
     path = Path(cfg.logging.output_dir) / name
-    has_checkpoints = (path / "checkpoints" / SNAPSHOT).is_file()
+    checkpoints = path / "checkpoints"
+    has_checkpoints = (checkpoints / SNAPSHOT).is_file()
     resume = cfg.checkpoint.resume
-    explicit = None
+    chosen = None
     if resume == "never" and has_checkpoints:
         raise UserValueError(
             f"{path} already holds checkpoints and checkpoint.resume is 'never': "
             "choose another logging.run_name, or set checkpoint.resume: auto to continue it"
         )
     if resume not in ("auto", "never"):
-        ck = resolve_resume(resume, path / "checkpoints")
+        ck = resolve_resume(resume, checkpoints)
         if has_checkpoints:
             raise UserValueError(f"checkpoint.resume names {ck}, but {path} has checkpoints of its own; use a new logging.run_name")
-        explicit = str(ck)
+        chosen = str(ck)
+    elif resume == "auto" and checkpoints.is_dir():
+        ck = resolve_resume("auto", checkpoints)
+        forget_missing_checkpoints(checkpoints)
+        if ck is not None:
+            _say(cfg, f"resuming from {ck} (verified against its manifest)")
+            chosen = str(ck.resolve())
     with stage_run(cfg, cfg.logging.output_dir, name, stage=stage) as run:
-        yield run, explicit
+        yield run, chosen
+
+
+def forget_missing_checkpoints(checkpoints: Path) -> list[str]:
+    """Drop from Ray Train's checkpoint snapshot (`checkpoint_manager_snapshot.json`: the
+    checkpoints Ray hands to restarted workers and prunes by `keep_last`) those whose folders
+    are gone: set aside by the resume lookup, or removed by hand. Ray refuses to start on a
+    snapshot that names a missing folder, and would otherwise later delete a new checkpoint
+    saved under a forgotten one's name. Returns the names dropped."""
+    snap = Path(checkpoints) / SNAPSHOT
+    if not snap.is_file():
+        return []
+    gone: set[str] = set()
+    try:
+        state = json.loads(snap.read_text())
+        results, indices = state["checkpoint_results"], state["checkpoint_report_indices"]
+        latest = state.get("latest_checkpoint_result")
+        named = [r["checkpoint_dir_name"] for r in results] + ([latest["checkpoint_dir_name"]] if latest else [])
+        gone = {n for n in named if not (Path(checkpoints) / n).is_dir()}
+        if not gone:
+            return []
+        kept = [(r, i) for r, i in zip(results, indices) if r["checkpoint_dir_name"] not in gone]
+        state["checkpoint_results"] = [r for r, _ in kept]
+        state["checkpoint_report_indices"] = [i for _, i in kept]
+        if latest is not None and latest["checkpoint_dir_name"] in gone:
+            state["latest_checkpoint_result"] = max(kept, key=lambda ri: ri[1])[0] if kept else None
+        pending = [
+            (r, v)
+            for r, v in zip(state.get("pending_training_results", []), state.get("pending_validation_specs", []))
+            if r["checkpoint_dir_name"] not in gone
+        ]
+        state["pending_training_results"] = [r for r, _ in pending]
+        state["pending_validation_specs"] = [v for _, v in pending]
+        for key in (
+            "validated_checkpoint_dir_names",
+            "timed_out_validation_checkpoint_dir_names",
+            "failed_validation_checkpoint_dir_names",
+        ):
+            if key in state:
+                state[key] = [n for n in state[key] if n not in gone]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserValueError(
+            f"{snap}: Ray Train's checkpoint snapshot names checkpoints that are gone ({', '.join(sorted(gone)) or '?'}) "
+            f"and could not be updated ({type(e).__name__}: {e}); resume from a checkpoint folder under a new "
+            "logging.run_name (checkpoint.resume: <folder>)"
+        ) from e
+    atomic_write(snap, json.dumps(state))
+    return sorted(gone)
 
 
 def ensure_synthetic(syn: SyntheticDataConfig | None, cfg) -> None:
@@ -483,6 +539,8 @@ def fit(cfg, run: RunDir, plan: dict) -> Any:
     from qwen25_rl.pretrain.worker import train_loop_per_worker
 
     t = cfg.trainer
+    # Where Ray Train assembles the checkpoints (RunConfig below): the workers name it in errors.
+    plan = {**plan, "checkpoints_dir": str(run.checkpoints.resolve())}
     resources = {"CPU": t.cpus_per_worker}
     if t.use_gpu:
         resources["GPU"] = 1
@@ -538,6 +596,9 @@ def _finish(cfg, run: RunDir, result, steps: int) -> StageResult:
     final = None
     if cfg.checkpoint.save_final and result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
+            problems = verify(Path(d), hashes=False)  # written in this run: sizes (final/ gets its own manifest)
+            if problems:
+                raise RuntimeError(f"checkpoint {result.checkpoint.path} fails verification: {'; '.join(problems)}; final/ not written")
             state = json.loads((Path(d) / "trainer_state.json").read_text())
             if state["step"] != steps:
                 raise RuntimeError(f"training ended at step {state['step']}, expected {steps}; final/ not written")

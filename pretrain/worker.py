@@ -15,7 +15,16 @@ folder, step count, batch size, lr schedule and RoPE settings. The loop:
    each step of a fast model would stall training; rows are flushed every
    `report_interval_s` instead (all ranks agree on when), and with every checkpoint;
 4. every `checkpoint_every` steps and at every phase end reports a checkpoint: HF model +
-   tokenizer (rank 0), engine optimizer state, per-rank RNG state and `trainer_state.json`.
+   tokenizer (rank 0), engine optimizer state, per-rank RNG state and `trainer_state.json`,
+   and, written by rank 0 as its last file, the manifest of every rank's files as Ray Train
+   assembles them in `checkpoints/step_N/` (`COMPLETE`, qwen25_rl.checkpointing): all ranks'
+   uploads are done before Ray registers the checkpoint (and prunes older ones), and a folder
+   whose upload was cut short fails verification. A save that runs out of disk space stops
+   with an `OutOfSpaceError` naming the folder and the space needed and free.
+
+A resumed worker loads only a checkpoint that verifies: the one the driver chose and verified
+(`plan["resume_from"]`, sizes checked again here), or, after a restart inside the run, Ray's
+newest, verified here in full (sizes and sha256).
 """
 
 from __future__ import annotations
@@ -32,7 +41,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from qwen25_rl.checkpointing import load_rng_state, save_rng_state
+from qwen25_rl.checkpointing import (
+    CheckpointError,
+    checkpoint_step,
+    load_rng_state,
+    manifest_entries,
+    merge_manifest_entries,
+    save_rng_state,
+    space_code,
+    space_error,
+    verify,
+    write_manifest,
+)
 from qwen25_rl.pretrain.data_order import step_rows
 from qwen25_rl.pretrain.flops import device_peak_tflops, train_flops_per_token
 from qwen25_rl.pretrain.packing import IGNORE
@@ -118,6 +138,34 @@ class LossFn:
             num_tokens=num_tokens,
             chunk_size=self.chunk_size,
         )
+
+
+def _all_gather_object(obj: Any, world: int) -> list[Any]:
+    import torch.distributed as dist
+
+    if world == 1 or not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def resume_choice(ray_checkpoint: str | None, resume_from: str | None) -> tuple[str | None, bool]:
+    """The checkpoint folder to resume from, and whether the driver verified it in full.
+
+    The driver's choice (`checkpoint.resume`, verified before training started) wins over Ray's
+    checkpoint when both are in this run's folder and Ray's is not newer (Ray's snapshot may
+    still name a checkpoint the driver set aside, or miss one whose registration was cut
+    short); Ray's wins when it is newer (a restart inside this run) or the driver's is another
+    run's (which only seeds a fresh run)."""
+    if ray_checkpoint is None:
+        return resume_from, resume_from is not None
+    if resume_from is not None:
+        ours, theirs = Path(resume_from).resolve(), Path(ray_checkpoint).resolve()
+        with contextlib.suppress(ValueError, IndexError):  # folders not named step_N: not this run's
+            if ours.parent == theirs.parent and checkpoint_step(ours) >= checkpoint_step(theirs):
+                return resume_from, True
+    return ray_checkpoint, False
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:
@@ -260,15 +308,22 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
 
     # ---- resume or start
     state: dict[str, Any] | None = None
-    # Ray's checkpoint (restart, or a rerun of the same run folder) wins over an explicit
-    # `checkpoint.resume` folder, which only seeds a fresh run.
+    # Ray's checkpoint (a restart inside this run) or the driver's verified choice (a rerun of
+    # this run folder, or an explicit `checkpoint.resume` folder): see resume_choice.
     ckpt = ray.train.get_checkpoint()
-    if ckpt is None and plan.get("resume_from"):
-        ckpt = ray.train.Checkpoint.from_directory(plan["resume_from"])
+    chosen, verified = resume_choice(ckpt.path if ckpt is not None else None, plan.get("resume_from"))
+    if chosen is not None and (ckpt is None or chosen != ckpt.path):
+        ckpt = ray.train.Checkpoint.from_directory(chosen)
     ckpt_ctx = ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(None)
     with ckpt_ctx as ckpt_dir:
         ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
         if ckpt_dir is not None:
+            problems = verify(ckpt_dir, hashes=not verified)
+            if problems:
+                raise CheckpointError(
+                    f"checkpoint {ckpt.path} fails verification: {'; '.join(problems)}. Run the stage again "
+                    "(checkpoint.resume: auto): it resumes from the newest checkpoint that verifies"
+                )
             state = json.loads((ckpt_dir / STATE_FILE).read_text())
             if state["stage"] != plan["stage"]:
                 raise ValueError(f"checkpoint {ckpt_dir} is from stage {state['stage']!r}, this run is {plan['stage']!r}")
@@ -319,32 +374,51 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         return _all_reduce_sum([due], device)[0] > 0 if world > 1 else due > 0
 
     def save_checkpoint(phase: dict, phase_step: int) -> None:
+        name = f"step_{global_step}"
+        dest = Path(plan["checkpoints_dir"]) / name if plan.get("checkpoints_dir") else Path(name)
         tmp = Path(tempfile.mkdtemp(prefix=f"qwen25_rl_ckpt_{global_step}_r{rank}_"))
-        engine.save(tmp, rank)
-        export = engine.export_state_dict()  # collective under ZeRO-3
-        if rank == 0:
-            module.save_pretrained(tmp, state_dict=export, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            task.save_extra(tmp)
-            trainer_state = {
-                "stage": plan["stage"],
-                "step": global_step,
-                "phase": phase["name"],
-                "phase_step": phase_step,
-                "world_size": world,
-                "strategy": trainer["strategy"],
-                "zero_stage": trainer["zero_stage"],
-                "time": time.time(),
-            }
-            (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
-        save_rng_state(tmp / f"rng_rank{rank}.pt")
-        ray.train.report(
-            payload(),
-            checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
-            checkpoint_dir_name=f"step_{global_step}",
-            delete_local_checkpoint_after_upload=True,
-        )
-        shutil.rmtree(tmp, ignore_errors=True)
+        uploading = False
+        try:
+            engine.save(tmp, rank)
+            export = engine.export_state_dict()  # collective under ZeRO-3
+            if rank == 0:
+                module.save_pretrained(tmp, state_dict=export, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+                task.save_extra(tmp)
+                trainer_state = {
+                    "stage": plan["stage"],
+                    "step": global_step,
+                    "phase": phase["name"],
+                    "phase_step": phase_step,
+                    "world_size": world,
+                    "strategy": trainer["strategy"],
+                    "zero_stage": trainer["zero_stage"],
+                    "time": time.time(),
+                }
+                (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
+            save_rng_state(tmp / f"rng_rank{rank}.pt")
+            # The manifest of the folder Ray assembles from every rank's files, rank 0's last file.
+            parts = _all_gather_object(manifest_entries(tmp), world)
+            if rank == 0:
+                write_manifest(tmp, merge_manifest_entries(parts))
+            uploading = True
+            ray.train.report(
+                payload(),
+                checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
+                checkpoint_dir_name=name,
+                delete_local_checkpoint_after_upload=True,
+            )
+        except Exception as e:
+            code = space_code(e, [tmp, dest])
+            if code is None:
+                raise
+            written = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+            shutil.rmtree(tmp, ignore_errors=True)
+            if uploading and dest.is_absolute():
+                shutil.rmtree(dest, ignore_errors=True)  # this step's upload, cut short: not registered
+            raise space_error(code, dest, written, [tmp.parent]) from e
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # ---- train
     mb = trainer["micro_batch_size"]

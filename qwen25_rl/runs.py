@@ -7,10 +7,10 @@ Layout (DESIGN.md section 6):
         metrics.jsonl        one JSON object per logged step
         tensorboard/         event files, when enabled
         initial_model/       the starting weights when a preset is initialised in the run
-        checkpoints/step_N/  written by the stage (published whole, COMPLETE marker)
+        checkpoints/step_N/  written by the stage (published whole; COMPLETE is its manifest)
         final/               HF-format model + tokenizer
 
-How folders are written, found complete and resumed from: qwen25_rl.checkpointing.
+How folders are written, verified and resumed from: qwen25_rl.checkpointing.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from qwen25_rl.checkpointing import atomic_write, latest_checkpoint, remove_stale
+from qwen25_rl.checkpointing import atomic_write, latest_checkpoint, tidy
 from qwen25_rl.config.loader import dump_config
 
 
@@ -97,8 +97,8 @@ class RunDir:
         path = Path(output_dir) / run_name_for(run_name, stage)
         path.mkdir(parents=True, exist_ok=True)
         (path / "checkpoints").mkdir(exist_ok=True)
-        remove_stale(path)
-        remove_stale(path / "checkpoints")
+        tidy(path)
+        tidy(path / "checkpoints")
         atomic_write(path / "config.yaml", dump_config(config))
         return cls(path)
 
@@ -129,7 +129,8 @@ class RunDir:
         return self.checkpoints / f"step_{step}"
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint (qwen25_rl.checkpointing: a COMPLETE marker)."""
+        """The newest checkpoint that verifies against its manifest (qwen25_rl.checkpointing);
+        newer ones that do not are skipped with a warning."""
         return latest_checkpoint(self.checkpoints)
 
     def mark_started(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qwen25_rl.checkpointing import atomic_write, mark_complete, prune, staging
+from qwen25_rl.checkpointing import atomic_write, prune, staging
 from qwen25_rl.errors import UserValueError
 from qwen25_rl.models import initial_model_folder
 from qwen25_rl.runs import RunDir
@@ -25,13 +25,14 @@ def prepare_initial_model(cfg, run: RunDir) -> Path:
 
 def save_checkpoint(run: RunDir, cluster: RLCluster, keep_last: int | None, tokenizer_path: str, state: dict) -> Path:
     """checkpoints/step_N: the policy workers' state and the loop's, published whole with its
-    COMPLETE marker (qwen25_rl.checkpointing); older ones beyond keep_last removed."""
+    manifest as the COMPLETE marker (qwen25_rl.checkpointing.staging: a save that fails, also
+    for lack of disk space, leaves no partial folder). Older ones beyond keep_last are removed
+    only after this one is published, so the previous checkpoint outlives every unfinished save."""
     dest = run.checkpoint_dir(state["step"])
     with staging(dest) as tmp:
         cluster.save(str(tmp / "policy"), tokenizer_path)
         atomic_write(tmp / STATE_FILE, json.dumps(state))
-        mark_complete(tmp)
-    prune(run.checkpoints, keep_last)
+    prune(run.checkpoints, keep_last, protect=dest)
     return dest
 
 

@@ -222,3 +222,135 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path):
     """)
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == -signal.SIGKILL
     assert target.read_text() == "old"
+
+
+# -- manifests, verification, running out of space -------------------------------------------
+
+
+def _checkpoint(path: Path, tag: str) -> Path:
+    (path / "policy" / "model").mkdir(parents=True, exist_ok=True)
+    (path / "policy" / "model" / "model.safetensors").write_bytes(tag.encode() * 1000)
+    (path / "policy" / "optimizer.pt").write_bytes(b"opt" + tag.encode() * 500)
+    (path / "trainer_state.json").write_text(f'{{"tag": "{tag}"}}')
+    ck.mark_complete(path)
+    return path
+
+
+def test_the_manifest_lists_every_file_and_verify_names_what_is_wrong(tmp_path):
+    folder = _checkpoint(tmp_path / "step_1", "a")
+    manifest = ck.read_manifest(folder)
+    assert sorted(manifest["files"]) == ["policy/model/model.safetensors", "policy/optimizer.pt", "trainer_state.json"]
+    assert manifest["bytes"] == sum(e["size"] for e in manifest["files"].values())
+    assert ck.verify(folder) == []
+
+    shard = folder / "policy" / "model" / "model.safetensors"
+    shard.write_bytes(b"b" * 1000)  # same size, other bytes: only the hash sees it
+    assert ck.verify(folder, hashes=False) == []
+    (problem,) = ck.verify(folder)
+    assert problem.startswith("policy/model/model.safetensors: sha256 ") and "differs from the manifest's" in problem
+    shard.write_bytes(b"a" * 10)
+    (folder / "policy" / "optimizer.pt").unlink()
+    assert sorted(ck.verify(folder, hashes=False)) == [
+        "policy/model/model.safetensors: size 10 bytes, the manifest says 1000",
+        "policy/optimizer.pt: missing",
+    ]
+
+
+def test_markers_from_before_manifests_count_as_complete_and_a_garbled_one_does_not(tmp_path):
+    for text in ("", "ok\n"):
+        (tmp_path / ck.COMPLETE).write_text(text)
+        assert ck.is_complete(tmp_path) and ck.read_manifest(tmp_path) is None and ck.verify(tmp_path) == []
+    (tmp_path / ck.COMPLETE).write_text('{"files": ')
+    (problem,) = ck.verify(tmp_path)
+    assert problem.startswith("COMPLETE: not a readable manifest")
+
+
+def test_every_published_folder_carries_its_manifest_and_opting_out_is_explicit(tmp_path):
+    with ck.staging(tmp_path / "final") as tmp:
+        _folder(tmp, "v1")
+    assert sorted(ck.read_manifest(tmp_path / "final")["files"]) == ["config.json", "model.safetensors"]
+    with ck.staging(tmp_path / "cache", manifest=False) as tmp:
+        _folder(tmp, "v1")
+    assert not ck.is_complete(tmp_path / "cache")
+
+
+def test_lookups_skip_a_checkpoint_that_fails_verification_and_set_it_aside_only_when_resuming(tmp_path, capsys):
+    checkpoints = tmp_path / "checkpoints"
+    for step in (1, 2, 3):
+        _checkpoint(checkpoints / f"step_{step}", str(step))
+    (checkpoints / "step_3" / "trainer_state.json").unlink()
+    (checkpoints / "step_4").mkdir()  # an upload cut short: no marker
+    assert ck.latest_checkpoint(checkpoints) == checkpoints / "step_2"
+    assert f"skipping checkpoint {checkpoints / 'step_3'}: trainer_state.json: missing" in capsys.readouterr().err
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_1", "step_2", "step_3", "step_4"]  # moved nothing
+
+    assert ck.resolve_resume("auto", checkpoints) == checkpoints / "step_2"
+    err = capsys.readouterr().err
+    assert "step_4 has no COMPLETE marker" in err and "resuming from step_2" in err
+    pid = os.getpid()
+    assert sorted(p.name for p in checkpoints.iterdir()) == [f".step_3.bad-{pid}", f".step_4.bad-{pid}", "step_1", "step_2"]
+    ck.remove_stale(checkpoints)  # kept while this process runs (for a look) ...
+    assert len(list(checkpoints.glob(".*"))) == 2
+    for p in checkpoints.glob(".*"):  # ... and removed once it is gone
+        p.rename(checkpoints / p.name.replace(f"-{pid}", "-999999999"))
+    ck.remove_stale(checkpoints)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_1", "step_2"]
+
+
+def test_resume_by_path_verifies_the_folder(tmp_path):
+    folder = _checkpoint(tmp_path / "step_5", "x")
+    assert ck.resolve_resume(str(folder), tmp_path / "elsewhere") == folder.resolve()
+    (folder / "policy" / "optimizer.pt").write_bytes(b"")
+    with pytest.raises(ck.CheckpointError, match="fails verification: policy/optimizer.pt: size 0 bytes"):
+        ck.resolve_resume(str(folder), tmp_path / "elsewhere")
+
+
+class _RayTaskError(RuntimeError):
+    """Like Ray's RayTaskError: the worker's exception rides along as `.cause`."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(f"ray::PolicyWorker.save() failed: {cause!r}")
+        self.cause = cause
+
+
+def test_running_out_of_space_is_recognised_however_the_writer_reports_it(tmp_path):
+    import errno
+
+    ok = [tmp_path]
+    assert ck.space_code(OSError(errno.ENOSPC, "No space left on device"), ok) == errno.ENOSPC
+    assert ck.space_code(_RayTaskError(OSError(errno.EDQUOT, "Disk quota exceeded")), ok) == errno.EDQUOT
+    safetensors_says = RuntimeError("Error while serializing: I/O error: File too large (os error 27)")
+    assert ck.space_code(safetensors_says, ok) == errno.EFBIG
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+    except RuntimeError as chained:  # torch.save: the errno only in the context, if at all
+        assert ck.space_code(chained, ok) == errno.ENOSPC
+    assert ck.space_code(RuntimeError("unexpected pos 704 vs 598"), ok) is None  # a roomy disk: not space
+    assert ck.space_code(UserError("bad value"), ok) is None
+    assert ck.space_code(KeyboardInterrupt(), ok) is None
+
+
+def test_a_save_out_of_space_names_the_folder_and_the_space_and_keeps_the_previous(tmp_path):
+    import errno
+
+    checkpoints = tmp_path / "checkpoints"
+    previous = _checkpoint(checkpoints / "step_1", "p")
+    with pytest.raises(ck.OutOfSpaceError) as err, ck.staging(checkpoints / "step_2") as tmp:
+        (tmp / "half.bin").write_bytes(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    message = str(err.value)
+    assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError) and isinstance(err.value, UserError)
+    assert f"not enough disk space to save {checkpoints / 'step_2'}: No space left on device (ENOSPC)" in message
+    assert f"It needs about {ck._human(ck.folder_bytes(previous))} (the size of step_1)" in message
+    assert f"free on the file system of {checkpoints}" in message and f"{previous} is untouched" in message
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_1"] and ck.verify(previous) == []
+
+
+def test_prune_never_removes_the_checkpoint_just_saved(tmp_path):
+    for step in (8, 10, 2):  # a run started over (checkpoint.resume: never) beside an earlier attempt's
+        _checkpoint(tmp_path / f"step_{step}", str(step))
+    assert ck.prune(tmp_path, keep_last=2, protect=tmp_path / "step_2") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_10", "step_2", "step_8"]
