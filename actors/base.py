@@ -28,6 +28,10 @@ class DistributedWorker:
         torch.set_num_threads(n)
         self.rank = 0
         self.world_size = 1
+        _register_stack_dump()
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def ping(self) -> bool:
         return True
@@ -70,3 +74,61 @@ class DistributedWorker:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _register_stack_dump() -> None:
+    """SIGUSR1 -> every thread's Python stack appended to STACK_DIR/<pid>.txt: what the driver
+    reads when a call hangs and py-spy is not installed (qwen25_rl.actors.deadlines)."""
+    import faulthandler
+    import signal
+
+    from qwen25_rl.actors.deadlines import STACK_DIR
+
+    try:
+        STACK_DIR.mkdir(parents=True, exist_ok=True)
+        f = open(STACK_DIR / f"{os.getpid()}.txt", "a")  # noqa: SIM115 - kept open for the process's life
+        faulthandler.register(signal.SIGUSR1, file=f, all_threads=True)
+    except (OSError, ValueError, RuntimeError):  # not the main thread, or no writable temp dir
+        pass
+
+
+# -- fault injection (chaos tests) -------------------------------------------------------------
+
+FAULT_ENV = "QWEN25_RL_FAULT_INJECT"
+
+
+def inject_fault(worker: str, method: str) -> None:
+    """A deterministic test seam: `QWEN25_RL_FAULT_INJECT` =
+    `<worker>:<method>:<kill|hang>:<call>[:<times>]:<state dir>` makes the `call`-th call (1-based,
+    counted over every process of that worker kind in the run, in `state dir`) of `method` on a
+    `worker` ("rollout", "policy", ...) SIGKILL its own process or sleep forever; `times` (default
+    1) calls from there on do so. Unset (always, outside tests): nothing happens."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    parts = spec.split(":")
+    if len(parts) == 5:
+        w, m, action, at, state = parts
+        times = "1"
+    else:
+        w, m, action, at, times, state = parts
+    if (w, m) != (worker, method) or (worker == "policy" and int(os.environ.get("RANK", "0")) != 0):
+        return
+    from pathlib import Path
+
+    d = Path(state)
+    d.mkdir(parents=True, exist_ok=True)
+    n = len(list(d.glob("call-*"))) + 1
+    (d / f"call-{n}-pid{os.getpid()}").touch()
+    if not int(at) <= n < int(at) + int(times):
+        return
+    (d / f"fired-{n}-{action}-pid{os.getpid()}").touch()
+    if action == "kill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "hang":
+        import time
+
+        while True:
+            time.sleep(3600)

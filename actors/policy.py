@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from qwen25_rl.actors.base import DistributedWorker
+from qwen25_rl.actors.base import DistributedWorker, inject_fault
 from qwen25_rl.actors.weight_sync import WeightSource
 from qwen25_rl.algorithms.fused import policy_loss_from_hidden
 from qwen25_rl.batch import TensorBatch, micro_batches
@@ -361,6 +361,7 @@ class PolicyWorker(ReferenceWorker, WeightSource):
         step per mini-batch. `batch` needs prompt/response ids+masks, `advantages`
         ([B] or [B,R]) and `old_log_probs`; `ref_log_probs` when kl_coef > 0;
         `sampler_logprobs` when tis is on. Returns metrics averaged over all ranks."""
+        inject_fault("policy", "train")  # a no-op unless a chaos test set its env var
         loss = loss if isinstance(loss, LossSettings) else LossSettings(**loss)
         if "old_log_probs" not in batch.tensors and (loss.ppo_epochs > 1 or loss.num_mini_batches > 1):
             raise ValueError("old_log_probs are required unless the update is one pass over one mini-batch (on-policy)")

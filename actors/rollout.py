@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
-from qwen25_rl.actors.base import DistributedWorker
+from qwen25_rl.actors.base import DistributedWorker, inject_fault
 from qwen25_rl.batch import TensorBatch
 
 
@@ -304,6 +304,7 @@ class RolloutWorker(DistributedWorker):
     def generate(self, prompts: list[list[int]], settings: SamplingSettings | dict) -> TensorBatch:
         if isinstance(settings, dict):
             settings = SamplingSettings(**settings)
+        inject_fault("rollout", "generate")  # a no-op unless a chaos test set its env var
         completions = self.engine.generate(prompts, settings)
         return completions_to_batch(completions, prompts, self.version, self.pad_id)
 

@@ -194,7 +194,7 @@ class WeightSource:
 class WeightSyncTransport(Protocol):
     def setup(self, policy, rollout) -> None: ...
 
-    def sync(self, policy, rollout, version: int) -> float: ...
+    def sync(self, policy, rollout, version: int, timeout_s: float | None = None) -> float: ...
 
 
 WEIGHT_SYNC_TRANSPORTS: dict[str, Callable[..., WeightSyncTransport]] = {}
@@ -219,10 +219,11 @@ class ObjectStoreTransport:
     def setup(self, policy, rollout) -> None:
         pass
 
-    def sync(self, policy, rollout, version: int) -> float:
+    def sync(self, policy, rollout, version: int, timeout_s: float | None = None) -> float:
         start = time.perf_counter()
-        ref = policy.run("export_weights_ref")[0][0]
-        rollout.run("update_weights", version, ref)
+        ref = policy.run("export_weights_ref", timeout_s=timeout_s, what=f"weight sync (version {version})")[0][0]
+        left = None if timeout_s is None else max(1.0, timeout_s - (time.perf_counter() - start))
+        rollout.run("update_weights", version, ref, timeout_s=left, what=f"weight sync (version {version})")
         return time.perf_counter() - start
 
 
@@ -244,13 +245,15 @@ class BroadcastTransport:
         refs += [w.join_weight_group.remote(addr, port, i + 1, world, backend) for i, w in enumerate(rollout.workers)]
         ray.get(refs)
 
-    def sync(self, policy, rollout, version: int) -> float:
+    def sync(self, policy, rollout, version: int, timeout_s: float | None = None) -> float:
         if self.layout is None:
             raise RuntimeError("BroadcastTransport.sync called before setup")
-        import ray
+        from qwen25_rl.actors.deadlines import Call, wait_calls
 
         start = time.perf_counter()
-        refs = [w.broadcast_weights.remote(self.layout) for w in policy.workers]
-        refs += [w.receive_weights.remote(version, self.layout) for w in rollout.workers]
-        ray.get(refs)
+        calls = [Call(w.broadcast_weights.remote(self.layout), policy.info(r), "broadcast_weights") for r, w in enumerate(policy.workers)]
+        calls += [
+            Call(w.receive_weights.remote(version, self.layout), rollout.info(r), "receive_weights") for r, w in enumerate(rollout.workers)
+        ]
+        wait_calls(calls, timeout_s, what=f"weight sync (version {version})")
         return time.perf_counter() - start

@@ -14,6 +14,8 @@ groups on nodes of their own. Every group records the node each rank runs on (`n
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,8 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from qwen25_rl.actors.base import FAULT_ENV
+from qwen25_rl.actors.deadlines import ActorInfo, Call, wait_calls
 from qwen25_rl.batch import TensorBatch
 from qwen25_rl.errors import UserValueError
 
@@ -80,6 +84,11 @@ def _node_id(actor) -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+def _pid(actor) -> int:
+    """Run inside an actor (`__ray_call__`): its process id."""
+    return os.getpid()
+
+
 @dataclass
 class WorkerGroup:
     """Ranks 0..N-1 of one worker class.
@@ -118,28 +127,72 @@ class WorkerGroup:
                 name=self.name,
                 node_labels=self.node_labels,
             )
-        indices = self.bundle_indices or list(range(self.num_workers))
-        remote_cls = ray.remote(self.worker_cls)
-        self.workers = [
-            remote_cls.options(
-                name=f"{self.name}-{rank}",
-                num_cpus=self.num_cpus,
-                num_gpus=self.num_gpus,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=indices[rank]),
-                runtime_env={"env_vars": self.env_vars} if self.env_vars else None,
-            ).remote(**self.init_kwargs)
-            for rank in range(self.num_workers)
-        ]
+        self._indices = self.bundle_indices or list(range(self.num_workers))
+        self._remote_cls = ray.remote(self.worker_cls)
+        self.workers = [self._spawn(rank) for rank in range(self.num_workers)]
         self.node_ids: list[str] = []
+        self.pids: list[int | None] = []
+        self.restarts = 0
         try:
             ray.get([w.ping.remote() for w in self.workers])
             # Asked of the actors themselves: where each rank really runs (placement.json of a run).
             self.node_ids = ray.get([w.__ray_call__.remote(_node_id) for w in self.workers])
+            self.pids = ray.get([w.__ray_call__.remote(_pid) for w in self.workers])
             if self.distributed:
                 self._init_distributed()
         except BaseException:
             self.shutdown()
             raise
+
+    def _spawn(self, rank: int):
+        env = dict(self.env_vars)
+        if os.environ.get(FAULT_ENV):  # the chaos tests' seam reaches workers of any cluster
+            env[FAULT_ENV] = os.environ[FAULT_ENV]
+        return self._remote_cls.options(
+            name=f"{self.name}-{rank}",
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=self._indices[rank]),
+            runtime_env={"env_vars": env} if env else None,
+        ).remote(**self.init_kwargs)
+
+    def info(self, rank: int) -> ActorInfo:
+        """Who rank `rank` is (class, rank, Ray name, node, pid): for error messages."""
+        return ActorInfo(
+            self.worker_cls.__name__,
+            rank,
+            f"{self.name}-{rank}",
+            self.node_ids[rank] if rank < len(self.node_ids) else "?",
+            self.pids[rank] if rank < len(self.pids) else None,
+        )
+
+    def restart(self, rank: int) -> None:
+        """Replace rank `rank` (dead or not) with a new actor in the same bundle of the placement
+        group. Only for groups without a torch.distributed group of their own (rollout,
+        reference): a new rank cannot join a running collective."""
+        if self.distributed and self.num_workers > 1:
+            raise RuntimeError(f"{self.name}: a rank of a distributed group cannot be restarted alone; restart the group")
+        try:
+            ray.kill(self.workers[rank])
+        except Exception:  # already gone
+            pass
+        # A killed named actor frees its name asynchronously: retry the spawn for a while.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.workers[rank] = self._spawn(rank)
+                break
+            except ValueError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        w = self.workers[rank]
+        ray.get(w.ping.remote(), timeout=self.placement_timeout_s + 300)
+        self.node_ids[rank] = ray.get(w.__ray_call__.remote(_node_id))
+        self.pids[rank] = ray.get(w.__ray_call__.remote(_pid))
+        if self.distributed:
+            self._init_distributed()
+        self.restarts += 1
 
     def _init_distributed(self) -> None:
         backend = self.backend or ("nccl" if self.num_gpus else "gloo")
@@ -148,23 +201,29 @@ class WorkerGroup:
 
     # ---------------------------------------------------------------------------------------
 
-    def run(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        """Call `method(*args, **kwargs)` on every rank; results in rank order."""
-        return ray.get(self.run_async(method, *args, **kwargs))
+    def run(self, method: str, *args: Any, timeout_s: float | None = None, what: str = "", **kwargs: Any) -> list[Any]:
+        """Call `method(*args, **kwargs)` on every rank; results in rank order. `timeout_s`: the
+        deadline (WorkerHung past it, WorkerDied when a rank dies: qwen25_rl.actors.deadlines)."""
+        return self.wait(self.run_async(method, *args, **kwargs), method, timeout_s, what=what)
+
+    def wait(self, refs: list[ray.ObjectRef], method: str, timeout_s: float | None, *, what: str = "") -> list[Any]:
+        """Results of one call per rank (`refs` in rank order), by the deadline."""
+        return wait_calls([Call(r, self.info(rank), method) for rank, r in enumerate(refs)], timeout_s, what=what)
 
     def run_async(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
         return [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
 
-    def run_sharded(self, method: str, batch: TensorBatch, **kwargs: Any) -> list[Any]:
+    def run_sharded(self, method: str, batch: TensorBatch, *, timeout_s: float | None = None, what: str = "", **kwargs: Any) -> list[Any]:
         """Call `method(shard, **kwargs)` with rank r getting the r-th contiguous shard."""
-        return ray.get(self.run_sharded_async(method, batch, **kwargs))
+        return self.wait(self.run_sharded_async(method, batch, **kwargs), method, timeout_s, what=what)
 
     def run_sharded_async(self, method: str, batch: TensorBatch, **kwargs: Any) -> list[ray.ObjectRef]:
         shards = batch.chunk(self.num_workers)
         return [getattr(w, method).remote(s, **kwargs) for w, s in zip(self.workers, shards)]
 
-    def run_rank0(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return ray.get(getattr(self.workers[0], method).remote(*args, **kwargs))
+    def run_rank0(self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
+        ref = getattr(self.workers[0], method).remote(*args, **kwargs)
+        return wait_calls([Call(ref, self.info(0), method)], timeout_s)[0]
 
     def shutdown(self) -> None:
         """Kill the actors and release the placement group (when this group made it)."""

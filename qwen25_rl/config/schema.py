@@ -128,6 +128,26 @@ class CheckpointConfig(Section):
     save_final: bool = True
 
 
+class FaultToleranceConfig(Section):
+    """What an RL stage (GRPO, DPO) does when a worker crashes or hangs: the recovery bounds and
+    every deadline of its remote calls, in one place. A deadline (seconds) is how long one phase
+    of a step may take before the run stops with the stuck worker named and its stacks dumped;
+    null waits forever. The defaults are generous for a 7B model on GPUs and far above what a
+    tiny CPU run needs."""
+
+    # A rollout worker that dies is replaced in its placement bundle, loads the trainer's
+    # weights, and generates its unfinished prompts again; at most this many times per run.
+    max_rollout_restarts: int = Field(default=3, ge=0)
+    # A policy or reference worker that dies: all workers restart and the run resumes from its
+    # newest checkpoint (the steps since are redone); at most this many times per run.
+    max_worker_restarts: int = Field(default=2, ge=0)
+    generate_timeout_s: float | None = Field(default=1800.0, gt=0)
+    score_timeout_s: float | None = Field(default=900.0, gt=0)  # policy / reference log-probs
+    train_timeout_s: float | None = Field(default=1800.0, gt=0)
+    sync_timeout_s: float | None = Field(default=600.0, gt=0)
+    save_timeout_s: float | None = Field(default=1800.0, gt=0)
+
+
 class LoggingConfig(Section):
     """Run folder and metric sinks."""
 
@@ -160,6 +180,7 @@ class StageConfig(Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     seed: int = 0
 

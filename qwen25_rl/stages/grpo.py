@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from qwen25_rl.actors.deadlines import WorkerDied
 from qwen25_rl.actors.policy import LossSettings
 from qwen25_rl.algorithms import compute_advantages
 from qwen25_rl.checkpointing import atomic_write, resolve_resume, staging
@@ -23,7 +24,7 @@ from qwen25_rl.metrics import StepLogger
 from qwen25_rl.models import load_tokenizer
 from qwen25_rl.ray_utils import init_ray
 from qwen25_rl.runs import RunDir, stage_run
-from qwen25_rl.stages.grpo_cluster import RLCluster
+from qwen25_rl.stages.grpo_cluster import RestartBudget, RLCluster
 from qwen25_rl.stages.grpo_collector import GroupCollector, PendingStep, evaluate
 from qwen25_rl.stages.grpo_config import GRPOConfig
 from qwen25_rl.stages.rl_run import load_state, prepare_initial_model, save_checkpoint
@@ -58,10 +59,28 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
 
     pool = RewardPool(cfg.reward, name_prefix="grpo/reward")
     try:
-        cluster = RLCluster(cfg, str(model_path), name="grpo")
-    except BaseException:
+        restarts = RestartBudget("grpo", cfg.fault_tolerance.max_worker_restarts)
+        while True:
+            cluster = RLCluster(cfg, str(model_path), name="grpo")
+            try:
+                cluster.rollout_restarts = restarts.rollout_restarts
+                return _train(cfg, run, cluster, pool, model_path, train_records, eval_records, dropped, ckpt, restarts)
+            except WorkerDied as e:
+                # A policy / reference worker (or a rollout worker outside generation) died: all
+                # workers restart and the run resumes from its newest checkpoint.
+                restarts.rollout_restarts = cluster.rollout_restarts
+                ckpt = restarts.next_checkpoint(e, run, ckpt)
+            finally:
+                cluster.shutdown()
+    finally:
         pool.shutdown()
-        raise
+
+
+def _train(
+    cfg: GRPOConfig, run: RunDir, cluster: RLCluster, pool, model_path, train_records, eval_records, dropped, ckpt, restarts
+) -> Path:
+    """The run from `ckpt` (None: the start) to its end, on `cluster`'s workers."""
+    logger = None
     try:
         # -- resume -------------------------------------------------------------------------
         run.mark_started()  # inputs checked, workers up: from here on the run folder stays
@@ -124,6 +143,7 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
             metrics["time/step_s"] = time.perf_counter() - t_step
             metrics["tokens_per_s"] = metrics.get("tokens/generated", 0.0) / metrics["time/step_s"]
             metrics["prompts/position"] = sampler.position
+            metrics["workers/restarts"] = restarts.count  # the run's workers rebuilt after a crash, so far
 
             done = step + 1
             if cfg.eval.every_n_steps and (done % cfg.eval.every_n_steps == 0 or done == cfg.algorithm.total_steps):
@@ -147,9 +167,10 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
                 cluster.save_model(str(tmp), str(cfg.tokenizer.path or model_path))
         logger.close()
         return run.path
-    finally:
-        cluster.shutdown()
-        pool.shutdown()
+    except BaseException:
+        if logger is not None:
+            logger.close()
+        raise
 
 
 # -- the pieces of a step ---------------------------------------------------------------------

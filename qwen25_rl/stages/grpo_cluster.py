@@ -18,12 +18,13 @@ driver sees every rank's files).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from qwen25_rl.actors.deadlines import Call, WorkerDied, wait_calls
 from qwen25_rl.actors.policy import DPOSettings, LossSettings, PolicyWorker, ReferenceWorker, TrainSettings
 from qwen25_rl.actors.reward_model import RewardModelGroup
 from qwen25_rl.actors.rollout import RolloutWorker, SamplingSettings
@@ -36,11 +37,51 @@ from qwen25_rl.stages.grpo_config import GRPOConfig
 
 @dataclass
 class PendingRollout:
-    """Generation in flight on the rollout workers (one-step-off-policy overlaps it with training)."""
+    """Generation in flight on the rollout workers (one-step-off-policy overlaps it with training).
+    Slice i (`prompt_slices[i]` of `prompts`) runs on rollout rank `ranks[i]`."""
 
     refs: list[ray.ObjectRef]
     prompt_slices: list[tuple[int, int]]
     started: float
+    ranks: list[int] = field(default_factory=list)
+    prompts: list[list[int]] = field(default_factory=list)
+    settings: SamplingSettings | None = None
+    what: str = "generation"  # for messages: "generation at step 3"
+    group: Any = None  # the rollout WorkerGroup
+
+
+class RolloutRestartsExhausted(WorkerDied):
+    """A rollout worker died once more than `fault_tolerance.max_rollout_restarts` allows."""
+
+
+class RestartBudget:
+    """The stages' bounded restart loop (`fault_tolerance.max_worker_restarts`): after a worker
+    of the cluster died, `next_checkpoint` says where the rebuilt cluster resumes (the run's
+    newest checkpoint that verifies, else where this run started), or raises past the bound.
+    The resumed loop re-logs the steps after that checkpoint once (StepLogger truncates the
+    metrics rows past it, as on a manual resume)."""
+
+    def __init__(self, stage: str, max_restarts: int):
+        self.stage, self.max, self.count = stage, max_restarts, 0
+        self.rollout_restarts = 0  # carried over to the rebuilt cluster: one bound per run
+
+    def next_checkpoint(self, died: WorkerDied, run, started_from: Path | None) -> Path | None:
+        if isinstance(died, RolloutRestartsExhausted):
+            raise died
+        if self.count >= self.max:
+            raise WorkerDied(
+                f"{died}; the {self.stage} run's workers were already restarted {self.count} times "
+                f"(fault_tolerance.max_worker_restarts: {self.max}); stopping",
+                died.actor,
+                died.method,
+            ) from died
+        self.count += 1
+        ckpt = run.latest_checkpoint() or started_from
+        print(
+            f"qwen25-rl: warning: {died}; restarting the workers ({self.count}/{self.max}) and resuming from {ckpt or 'the start'}",
+            flush=True,
+        )
+        return ckpt
 
 
 class RLCluster:
@@ -53,6 +94,9 @@ class RLCluster:
         self.with_reference = cfg.algorithm.kl_coef > 0 if with_reference is None else with_reference
         # Offline DPO on a pair file without evaluation generates nothing: no rollout engine.
         self.with_rollout = with_rollout
+        self.ft = cfg.fault_tolerance  # restart bounds and the deadline of every remote call
+        self.rollout_restarts = 0  # rollout workers replaced in this cluster's life
+        self.version = 0  # the policy version the rollout workers hold (last sync)
         self.groups: list[WorkerGroup] = []
         try:
             self._build(name)
@@ -114,17 +158,20 @@ class RLCluster:
             self.reward_models[m.name] = self._add(reward_model_group(m, name, common))
         self.rollout = None
         if not self.with_rollout:
-            self.num_parameters = ray.get(self._init_models())[0]
+            self.num_parameters = self._wait_init()
             return
         self.rollout = self._add(rollout_group(cfg, self.model_path, name, common))
-        self.num_parameters = ray.get(self._init_models())[0]
+        self.num_parameters = self._wait_init()
         ws = cfg.weight_sync
         self.sync = get_weight_sync(ws.transport, **({"bucket_mb": ws.bucket_mb} if ws.transport == "broadcast" else {}))
         self.sync.setup(self.policy, self.rollout)
 
-    def _init_models(self) -> list[ray.ObjectRef]:
+    def _wait_init(self) -> int:
         # Models load in parallel on every group.
-        return self.policy.run_async("init_model") + (self.reference.run_async("init_model") if self.reference else [])
+        calls = [Call(r, self.policy.info(i), "init_model") for i, r in enumerate(self.policy.run_async("init_model"))]
+        if self.reference:
+            calls += [Call(r, self.reference.info(i), "init_model") for i, r in enumerate(self.reference.run_async("init_model"))]
+        return wait_calls(calls, self.ft.save_timeout_s, what="model loading")[0]
 
     def _add(self, group):
         """Keep a worker group (anything with shutdown()) for `shutdown`."""
@@ -133,17 +180,58 @@ class RLCluster:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def generate_async(self, prompts: list[list[int]], settings: SamplingSettings) -> PendingRollout:
-        return generate_async(self.rollout, prompts, settings)
+    def generate_async(self, prompts: list[list[int]], settings: SamplingSettings, *, what: str = "generation") -> PendingRollout:
+        return generate_async(self.rollout, prompts, settings, what=what)
 
     def collect(self, pending: PendingRollout) -> tuple[TensorBatch, float]:
-        return collect(pending)
+        """The generation's batch, by `fault_tolerance.generate_timeout_s`. A rollout worker that
+        died is replaced (same placement bundle), given the trainer's weights, and generates its
+        slice again: slices that finished are kept, so each prompt's samples appear once."""
+        return collect(pending, timeout_s=self.ft.generate_timeout_s, recover=self._replace_rollout)
+
+    def _replace_rollout(self, rank: int, died: WorkerDied, what: str) -> None:
+        ft = self.ft
+        if self.rollout_restarts >= ft.max_rollout_restarts:
+            raise RolloutRestartsExhausted(
+                f"{died.actor.describe()} died in {died.method}() during {what}, and rollout workers were already "
+                f"restarted {self.rollout_restarts} times in this run (fault_tolerance.max_rollout_restarts: "
+                f"{ft.max_rollout_restarts}); stopping. Last error: {died}",
+                died.actor,
+                died.method,
+            )
+        self.rollout_restarts += 1
+        print(
+            f"qwen25-rl: warning: {died.actor.describe()} died during {what}; restarting it "
+            f"({self.rollout_restarts}/{ft.max_rollout_restarts}) with policy version {self.version}",
+            flush=True,
+        )
+        self.rollout.restart(rank)
+        if self.cfg.weight_sync.transport == "broadcast":
+            self.sync.setup(self.policy, self.rollout)  # the new rank joins a new broadcast group
+        # The trainer's current weights, through the object store whatever the transport (one
+        # worker; the version is checked against the trainer's).
+        ref = self.policy.run("export_weights_ref", timeout_s=ft.sync_timeout_s, what="weights for a restarted rollout worker")[0][0]
+        worker = self.rollout.workers[rank]
+        got = wait_calls(
+            [Call(worker.update_weights.remote(self.version, ref), self.rollout.info(rank), "update_weights")],
+            ft.sync_timeout_s,
+            what="weights for a restarted rollout worker",
+        )[0]
+        have = wait_calls([Call(worker.get_version.remote(), self.rollout.info(rank), "get_version")], ft.sync_timeout_s)[0]
+        if got != self.version or have != self.version:
+            raise RuntimeError(f"restarted {self.rollout.info(rank).describe()} holds policy version {have}, the trainer {self.version}")
 
     # -- scoring, training, sync ---------------------------------------------------------------
 
     def policy_log_probs(self, batch: TensorBatch, temperature: float, with_entropy: bool = False) -> TensorBatch:
         parts = self.policy.run_sharded(
-            "log_probs", batch, temperature=temperature, micro_batch_size=self.cfg.policy.micro_batch_size, with_entropy=with_entropy
+            "log_probs",
+            batch,
+            temperature=temperature,
+            micro_batch_size=self.cfg.policy.micro_batch_size,
+            with_entropy=with_entropy,
+            timeout_s=self.ft.score_timeout_s,
+            what="policy log-probs",
         )
         return TensorBatch.cat(parts)
 
@@ -151,40 +239,59 @@ class RLCluster:
         if self.reference is None:
             raise RuntimeError("no reference workers in this run (GRPO: algorithm.kl_coef is 0)")
         parts = self.reference.run_sharded(
-            "log_probs", batch, temperature=temperature, micro_batch_size=self.cfg.reference.micro_batch_size
+            "log_probs",
+            batch,
+            temperature=temperature,
+            micro_batch_size=self.cfg.reference.micro_batch_size,
+            timeout_s=self.ft.score_timeout_s,
+            what="reference log-probs",
         )
         return TensorBatch.cat(parts)
 
     def train(self, batch: TensorBatch, loss: LossSettings, lr: float, seed: int) -> dict[str, float]:
-        return self.policy.run_sharded("train", batch, loss=loss, lr=lr, seed=seed)[0]
+        return self.policy.run_sharded("train", batch, loss=loss, lr=lr, seed=seed, timeout_s=self.ft.train_timeout_s, what="training")[0]
 
     def reference_pair_log_probs(self, pairs: TensorBatch) -> TensorBatch:
         """Summed reference log-probs of each pair's chosen and rejected response (DPO)."""
         if self.reference is None:
             raise RuntimeError("no reference workers in this run")
-        parts = self.reference.run_sharded("pair_log_probs", pairs, micro_batch_size=self.cfg.reference.micro_batch_size)
+        parts = self.reference.run_sharded(
+            "pair_log_probs",
+            pairs,
+            micro_batch_size=self.cfg.reference.micro_batch_size,
+            timeout_s=self.ft.score_timeout_s,
+            what="reference log-probs",
+        )
         return TensorBatch.cat(parts)
 
     def policy_pair_log_probs(self, pairs: TensorBatch) -> TensorBatch:
-        parts = self.policy.run_sharded("pair_log_probs", pairs, micro_batch_size=self.cfg.policy.micro_batch_size)
+        parts = self.policy.run_sharded(
+            "pair_log_probs",
+            pairs,
+            micro_batch_size=self.cfg.policy.micro_batch_size,
+            timeout_s=self.ft.score_timeout_s,
+            what="policy log-probs",
+        )
         return TensorBatch.cat(parts)
 
     def train_dpo(self, pairs: TensorBatch, settings: DPOSettings, lr: float) -> dict[str, float]:
-        return self.policy.run_sharded("train_dpo", pairs, settings=settings, lr=lr)[0]
+        return self.policy.run_sharded("train_dpo", pairs, settings=settings, lr=lr, timeout_s=self.ft.train_timeout_s, what="training")[0]
 
     def reload_reference(self, model_path: str) -> None:
         """Point the reference workers at another checkpoint folder (a DPO round's start)."""
         if self.reference is None:
             raise RuntimeError("no reference workers in this run")
-        self.reference.run("reload", model_path)
+        self.reference.run("reload", model_path, timeout_s=self.ft.save_timeout_s, what="reference reload")
 
     def sync_weights(self, version: int) -> float:
         if self.rollout is None:
             return 0.0
-        return self.sync.sync(self.policy, self.rollout, version)
+        seconds = self.sync.sync(self.policy, self.rollout, version, timeout_s=self.ft.sync_timeout_s)
+        self.version = version
+        return seconds
 
     def rollout_versions(self) -> list[int]:
-        return self.rollout.run("get_version")
+        return self.rollout.run("get_version", timeout_s=self.ft.sync_timeout_s)
 
     def placement(self) -> dict[str, list[str]]:
         """Group name -> the Ray node id of each rank, as the actors report it."""
@@ -199,14 +306,14 @@ class RLCluster:
     def save(self, folder: str, tokenizer_path: str) -> None:
         # Every policy rank writes its own files (optimizer shard, RNG state; rank 0 the HF
         # model) on the node it runs on: `folder` must be on storage all nodes share.
-        self.policy.run("save", folder, tokenizer_path)
+        self.policy.run("save", folder, tokenizer_path, timeout_s=self.ft.save_timeout_s, what=f"saving {folder}")
         expected = [Path(folder) / f"rng_rank{r}.pt" for r in range(self.policy.num_workers)] + [Path(folder) / "model" / "config.json"]
         self._check_written(folder, expected)
 
     def save_model(self, folder: str, tokenizer_path: str) -> None:
         """The policy in Hugging Face format, written by policy rank 0 (after the engine gathers
         the full weights there, under ZeRO-3), checked to be visible here."""
-        self.policy.run("save_model", folder, tokenizer_path)
+        self.policy.run("save_model", folder, tokenizer_path, timeout_s=self.ft.save_timeout_s, what=f"saving {folder}")
         self._check_written(folder, [Path(folder) / "config.json"])
 
     def _check_written(self, folder: str, expected: list[Path]) -> None:
@@ -219,7 +326,7 @@ class RLCluster:
             )
 
     def load(self, folder: str) -> None:
-        self.policy.run("load", folder)
+        self.policy.run("load", folder, timeout_s=self.ft.save_timeout_s, what=f"loading {folder}")
 
     def shutdown(self) -> None:
         for g in reversed(self.groups):
@@ -285,18 +392,49 @@ def reward_model_group(m, name: str, common: dict[str, Any]) -> RewardModelGroup
     )
 
 
-def generate_async(rollout: WorkerGroup, prompts: list[list[int]], settings: SamplingSettings) -> PendingRollout:
+def generate_async(
+    rollout: WorkerGroup, prompts: list[list[int]], settings: SamplingSettings, *, what: str = "generation"
+) -> PendingRollout:
     """Spread prompts over the rollout workers in contiguous slices."""
     n, k = len(prompts), len(rollout.workers)
     bounds = [(i * n // k, (i + 1) * n // k) for i in range(k)]
-    refs = [w.generate.remote(prompts[a:b], settings) for w, (a, b) in zip(rollout.workers, bounds) if b > a]
-    return PendingRollout(refs, [(a, b) for a, b in bounds if b > a], time.perf_counter())
+    ranks = [r for r, (a, b) in enumerate(bounds) if b > a]
+    refs = [rollout.workers[r].generate.remote(prompts[bounds[r][0] : bounds[r][1]], settings) for r in ranks]
+    return PendingRollout(refs, [bounds[r] for r in ranks], time.perf_counter(), ranks, prompts, settings, what, rollout)
 
 
-def collect(pending: PendingRollout) -> tuple[TensorBatch, float]:
+def collect(pending: PendingRollout, *, timeout_s: float | None = None, recover=None) -> tuple[TensorBatch, float]:
     """The finished generation as one batch (prompt_index relative to the prompt list), and
-    the seconds from start to the last worker's answer."""
-    parts = ray.get(pending.refs)
+    the seconds from start to the last worker's answer.
+
+    Each slice is waited for until `timeout_s` after the (re)start of its generation
+    (WorkerHung past it). A slice whose worker died: `recover(rank, WorkerDied, what)` replaces
+    the worker (or raises), and only that slice is generated again; without `recover` the
+    WorkerDied is raised."""
+    group = pending.group
+    parts: list[TensorBatch | None] = [None] * len(pending.refs)
+    refs = list(pending.refs)
+    started = [pending.started] * len(refs)
+    while True:
+        dead: list[tuple[int, WorkerDied]] = []
+        for i, ref in enumerate(refs):
+            if parts[i] is not None:
+                continue
+            left = None if timeout_s is None else max(0.0, started[i] + timeout_s - time.perf_counter())
+            try:
+                call = Call(ref, group.info(pending.ranks[i]), "generate")
+                parts[i] = wait_calls([call], left, what=pending.what, limit_s=timeout_s)[0]
+            except WorkerDied as e:
+                if recover is None:
+                    raise
+                dead.append((i, e))
+        if not dead:
+            break
+        for i, e in dead:
+            recover(pending.ranks[i], e, pending.what)
+            a, b = pending.prompt_slices[i]
+            refs[i] = group.workers[pending.ranks[i]].generate.remote(pending.prompts[a:b], pending.settings)
+            started[i] = time.perf_counter()
     seconds = time.perf_counter() - pending.started
     for part, (a, _) in zip(parts, pending.prompt_slices):
         part.meta["prompt_index"] = [a + i for i in part.meta["prompt_index"]]

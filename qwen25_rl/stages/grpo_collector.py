@@ -64,7 +64,9 @@ class GroupCollector:
     def start(self, step: int, round_: int = 0) -> PendingStep:
         position = self.sampler.position
         prompts = [self.records[i] for i in self.sampler.take(self.cfg.algorithm.prompts_per_step)]
-        pending = self.cluster.generate_async([p.prompt_ids for p in prompts], self.settings(step, round_))
+        pending = self.cluster.generate_async(
+            [p.prompt_ids for p in prompts], self.settings(step, round_), what=f"generation at step {step + 1}"
+        )
         return PendingStep(step, position, prompts, pending)
 
     def finish(self, pending: PendingStep) -> StepRollout:
@@ -104,11 +106,16 @@ class GroupCollector:
                 pending.step,
                 pending.sampler_position,
                 prompts,
-                self.cluster.generate_async([p.prompt_ids for p in prompts], self.settings(pending.step, round_)),
+                self.cluster.generate_async(
+                    [p.prompt_ids for p in prompts],
+                    self.settings(pending.step, round_),
+                    what=f"generation at step {pending.step + 1} (refill round {round_})",
+                ),
             )
         counts["groups/kept"] = n_groups
         counts["groups/short"] = max(0, want - n_groups)
         counts["dynamic_sampling/rounds"] = round_
+        counts["rollout/restarts"] = getattr(self.cluster, "rollout_restarts", 0)  # in this run so far
         out = TensorBatch.cat(kept) if kept else TensorBatch()
         return StepRollout(out, dict(counts) | self.batch_metrics(out))
 
@@ -262,7 +269,7 @@ def evaluate(
     if ev.temperature == 0:
         settings.temperature, settings.n = 0.0, 1
     t = time.perf_counter()
-    batch, _ = cluster.collect(cluster.generate_async([r.prompt_ids for r in records], settings))
+    batch, _ = cluster.collect(cluster.generate_async([r.prompt_ids for r in records], settings, what=f"evaluation at step {step}"))
     scored, _ = collector.score(batch, records, f"eval{step}", with_reward_models=False)  # accuracy needs the rule reward only
     correct: dict[int, list[bool]] = defaultdict(list)
     for idx, b in zip(scored.meta["prompt_index"], scored.meta["reward_breakdown"]):

@@ -1,0 +1,179 @@
+"""RL runs survive crashed and hung workers (qwen25_rl.actors.deadlines, RLCluster.collect,
+the stages' restart loop).
+
+Faults are injected deterministically through the workers' test seam
+(`QWEN25_RL_FAULT_INJECT`, qwen25_rl.actors.base.inject_fault): the k-th `generate` (or
+`train`) call of the run SIGKILLs its own process or sleeps forever. Each run is `qwen25-rl
+grpo` in its own process on its own Ray (hf rollouts, DDP policy: the fast tiny settings)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from bounds import SLACK_S
+
+from qwen25_rl.paths import REPO_ROOT
+from qwen25_rl.runs import read_metrics
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+
+CONFIG = str(REPO_ROOT / "configs" / "tiny" / "grpo.yaml")
+FAST = {
+    "rollout.engine": "hf",
+    "policy.strategy": "ddp",
+    "algorithm.prompts_per_step": 4,
+    "rollout.samples_per_prompt": 4,
+}
+
+
+def grpo(overrides: list[str], fault: str | None, *, timeout: int = 300) -> tuple[subprocess.CompletedProcess, float]:
+    env = dict(os.environ)
+    env.pop("QWEN25_RL_FAULT_INJECT", None)
+    if fault:
+        env["QWEN25_RL_FAULT_INJECT"] = fault
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "qwen25_rl", "grpo", "--config", CONFIG, *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    return proc, time.monotonic() - start
+
+
+def fired(state: Path) -> list[Path]:
+    return sorted(state.glob("fired-*"))
+
+
+def assert_nothing_left(state: Path) -> None:
+    """No process of the run is left: none carries the run's fault seam in its environment
+    (every Ray worker of the run had it), and this test process has no children."""
+    deadline = time.monotonic() + 20  # Ray's processes exit shortly after the driver
+    while True:
+        left = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if str(state) in (p.environ().get("QWEN25_RL_FAULT_INJECT") or ""):
+                    left.append((p.pid, " ".join(p.info["cmdline"] or [])[:120]))
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        children = [c for c in psutil.Process().children(recursive=True) if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        if not left and not children:
+            return
+        assert time.monotonic() < deadline, f"processes left behind: {left} {children}"
+        time.sleep(0.5)
+
+
+def test_rollout_worker_killed_mid_generation_is_restarted_and_only_its_prompts_regenerated(
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides
+):
+    state = tmp_path / "fault"
+    proc, seconds = grpo(
+        grpo_overrides(tiny_model_dir, digit_task, tmp_path, "killed", **FAST, **{"algorithm.total_steps": 3}),
+        f"rollout:generate:kill:2:{state}",  # the 2nd generate call: step 2's generation
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(fired(state)) == 1
+    assert "RolloutWorker rank 0 (grpo/rollout-0" in proc.stdout + proc.stderr
+    rows = read_metrics(tmp_path / "killed" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:  # every step: its 4 prompts, each one group, once
+        assert r["groups/generated"] == 4 and r["groups/kept"] == 4, r
+        assert r["prompts/position"] == 4 * r["step"]
+        assert r["policy_version"] == r["step"]
+    assert [r["rollout/restarts"] for r in rows] == [0, 1, 1]
+    assert seconds < 120, seconds
+    gen = [round(r["time/generate_s"], 2) for r in rows]
+    print(f"\nrun with a rollout worker killed at step 2: {seconds:.1f} s; generation per step {gen} s")
+    assert_nothing_left(state)
+
+
+def test_rollout_worker_crashing_every_time_stops_the_run_naming_worker_and_step(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
+    state = tmp_path / "fault"
+    proc, seconds = grpo(
+        grpo_overrides(
+            tiny_model_dir,
+            digit_task,
+            tmp_path,
+            "crashy",
+            **FAST,
+            **{"algorithm.total_steps": 3, "fault_tolerance.max_rollout_restarts": 2},
+        ),
+        f"rollout:generate:kill:1:1000:{state}",  # every generate call from the first on
+    )
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    err = proc.stderr
+    assert "RolloutWorker rank 0 (grpo/rollout-0" in err and "died in generate() during generation at step 1" in err, err[-3000:]
+    assert "restarted 2 times in this run (fault_tolerance.max_rollout_restarts: 2); stopping" in err
+    assert "Traceback" not in err
+    assert len(fired(state)) == 3  # the first worker and its 2 replacements
+    assert not (tmp_path / "crashy" / "metrics.jsonl").exists() or read_metrics(tmp_path / "crashy" / "metrics.jsonl") == []
+    assert seconds < 120, seconds
+    print(f"\nrun stopped after 2 rollout restarts: {seconds:.1f} s")
+    assert_nothing_left(state)
+
+
+def test_hung_rollout_worker_fails_by_the_deadline_naming_actor_and_method_with_its_stack(
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides
+):
+    state = tmp_path / "fault"
+    deadline = 6.0
+    proc, seconds = grpo(
+        grpo_overrides(
+            tiny_model_dir,
+            digit_task,
+            tmp_path,
+            "hung",
+            **FAST,
+            **{"algorithm.total_steps": 3, "fault_tolerance.generate_timeout_s": deadline},
+        ),
+        f"rollout:generate:hang:2:{state}",
+    )
+    ended = time.time()
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    err = proc.stderr
+    assert "RolloutWorker rank 0 (grpo/rollout-0, node " in err and ", pid " in err, err[-3000:]
+    assert f"did not return from generate() during generation at step 2 within {deadline:g} s" in err, err[-6000:]
+    assert "py-spy dump" in err and "inject_fault" in err  # the stuck frame, from the worker's stack
+    [mark] = fired(state)
+    # From the hang to the process's end: the deadline, the stack dump (~1 s) and Ray's teardown.
+    hung_for = ended - mark.stat().st_mtime
+    assert hung_for < deadline + SLACK_S + 15, hung_for
+    print(f"\nhung rollout: stopped {hung_for:.1f} s after the hang began (deadline {deadline:g} s); run {seconds:.1f} s")
+    assert_nothing_left(state)
+
+
+def test_policy_worker_killed_mid_step_restarts_the_workers_and_resumes_to_the_same_state(
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides
+):
+    common = FAST | {"algorithm.total_steps": 4, "checkpoint.every_n_steps": 2}
+    proc, _ = grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "straight", **common), None)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
+
+    state = tmp_path / "fault"
+    proc, seconds = grpo(
+        grpo_overrides(tiny_model_dir, digit_task, tmp_path, "killed", **common),
+        f"policy:train:kill:3:{state}",  # the 3rd update: step 3, after checkpoint step_2
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(fired(state)) == 1
+    out = proc.stdout + proc.stderr
+    assert "PolicyWorker rank 0 (grpo/policy-0" in out and "died in train() during training" in out, out[-3000:]
+    assert "restarting the workers (1/2) and resuming from" in out and "step_2" in out
+    resumed = read_metrics(tmp_path / "killed" / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # steps after the checkpoint logged once
+    assert [r["workers/restarts"] for r in resumed] == [0, 0, 1, 1]
+    for a, b in zip(straight, resumed):
+        for key in ("reward/mean", "policy/pg_loss", "policy/entropy", "policy/grad_norm", "prompts/position", "policy_version"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
+    print(f"\nrun with its policy worker killed at step 3: {seconds:.1f} s")
+    assert_nothing_left(state)
