@@ -34,6 +34,11 @@ KNOWN_HARMLESS = (
     ("ray.train", "Failed to query Ray Train Controller actor state"),
     # DeepSpeed on a CPU-only machine: we set DS_ACCELERATOR=cpu on purpose.
     ("DeepSpeed", "Setting accelerator to CPU"),
+    # ray.init's own INFO line (the stages print the dashboard address themselves) and its note
+    # that `ray start` turned token authentication on (README: Monitoring says how to log in).
+    ("ray._private.worker", "Started a local Ray instance"),
+    ("ray._private.worker", "Connecting to existing Ray cluster"),
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
 )
 
 ENV_SWITCH = "QWEN25_RL_THIRD_PARTY_LOGS"  # "1": show everything (set from logging.third_party_logs)
