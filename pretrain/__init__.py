@@ -7,6 +7,7 @@ data_order.py  mixture shares per source and the fixed, resumable order of rows 
 sft_data.py    assistant-only labels from the chat template's {% generation %} markers
 prepare.py     tokenisation in Ray tasks, packed arrays in the run folder, memory-mapped reads
 worker.py      the Ray Train worker loop (resume, steps, metrics, checkpoints, RoPE phases)
+progress.py    each worker's current step in the run folder (named when a worker dies) and the worker-failure test seam
 callbacks.py   controller-side metrics.jsonl / TensorBoard / Ray gauges / a size check of each assembled checkpoint against its manifest
 reference.py   the same optimizer steps in one process, no Ray (the distributed tests' oracle)
 driver.py      `run_pretrain` and `run_sft`: the stage recipes

@@ -8,6 +8,12 @@ shown on the dashboard), and a check of every checkpoint Ray has assembled from 
 uploads against its manifest (`COMPLETE`, written by the workers: pretrain.worker), sizes only
 (stat calls); a mismatch is logged as an `event: checkpoint_invalid` row (the resume lookup,
 qwen25_rl.checkpointing, will skip that checkpoint).
+
+Worker failures: each time the worker group fails (a worker raised, or died: SIGKILL, the OOM
+killer, a lost node) the callback writes one `event: worker_error` row per failed rank, numbered
+(`failure`: 1, 2, ... in this run) with the step the rank was training (`at_step`, from the
+rank's progress file, pretrain.progress) and a console line saying whether Ray Train restarts
+the workers from the newest checkpoint (`trainer.max_failures`) or the run stops.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from ray.train import UserCallback
 
 from qwen25_rl.checkpointing import verify
 from qwen25_rl.metrics import RayGauges
+from qwen25_rl.pretrain.progress import cause_of, died_first, read_progress
 
 # Help texts of the main gauges; every other numeric field of a row is exported too.
 GAUGES = {
@@ -36,8 +43,20 @@ NOT_GAUGES = ("wall_time",)
 
 
 class RunFolderCallback(UserCallback):
-    def __init__(self, run_dir: str, stage: str, *, tensorboard: bool, console: bool, ray_metrics: bool, run_name: str):
+    def __init__(
+        self,
+        run_dir: str,
+        stage: str,
+        *,
+        tensorboard: bool,
+        console: bool,
+        ray_metrics: bool,
+        run_name: str,
+        max_failures: int | None = None,
+    ):
         self.run_dir = run_dir
+        self.max_failures = max_failures
+        self.failures = 0
         self.stage = stage
         self.tensorboard = tensorboard
         self.console = console
@@ -93,7 +112,21 @@ class RunFolderCallback(UserCallback):
         return " | ".join(parts)
 
     def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
-        for rank, exc in sorted(worker_exceptions.items()):
-            self._metrics_writer().log(-1, {"event": "worker_error", "rank": rank, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+        self.failures += 1
+        m = self.max_failures
+        if m is None:
+            then = ""
+        elif m == -1 or self.failures <= m:
+            then = f"; Ray Train restarts the workers from the newest checkpoint (failure {self.failures}, trainer.max_failures {m})"
+        else:
+            then = f"; failure {self.failures} is past trainer.max_failures {m}: the run stops"
+        for rank, exc in died_first(worker_exceptions):
+            progress = read_progress(self.run_dir, rank) or {}
+            row = {"event": "worker_error", "rank": rank, "failure": self.failures, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            if "step" in progress:
+                row["at_step"] = progress["step"]
+            self._metrics_writer().log(-1, row)
             if self.console:
-                print(f"[{self.stage}] worker {rank} failed: {type(exc).__name__}: {str(exc)[:500]}", flush=True)
+                where = f" at step {progress['step']}" if "step" in progress else ""
+                why = cause_of(exc, 500)
+                print(f"[{self.stage}] worker {rank} failed{where}: {why}{then}", flush=True)

@@ -64,9 +64,10 @@ class TrainerConfig(Section):
     torch_threads: int | None = Field(default=None, ge=1)
     # "auto": bf16 on GPU, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # Ray Train restarts the worker group this many times after a worker dies; each restart
-    # resumes from the newest checkpoint.
-    max_failures: int = Field(default=0, ge=-1)
+    # Ray Train restarts the worker group this many times after a worker fails (raises, or
+    # dies: OOM killer, a lost node); each restart resumes from the newest checkpoint with its
+    # weights, optimizer, RNG and data position. -1: without limit; 0: the first failure stops.
+    max_failures: int = Field(default=2, ge=-1)
     # Metric rows go to Ray (and so to metrics.jsonl / the console) in batches at most this
     # often: Ray Train blocks a report until its controller took the previous one, which it
     # polls for every ~2 s. 0 reports every step (slow for fast steps; for tests).

@@ -46,6 +46,13 @@ class StageResult:
     final: Path | None
     steps: int
     metrics: dict[str, Any]
+    # Times Ray Train restarted the worker group in this invocation (trainer.max_failures).
+    worker_failures: int = 0
+
+
+class TrainingStoppedError(RuntimeError):
+    """The Ray Train workers failed more often than `trainer.max_failures` allows (or Ray Train's
+    controller failed): the message names the worker, the step it was on and the cause."""
 
 
 def _abs(path: str | Path) -> str:
@@ -383,7 +390,11 @@ def ensure_synthetic_preferences(cfg: RMConfig) -> None:
         criteria=tuple(cfg.reward_model.criteria),
         missing_label_fraction=syn.missing_label_fraction,
     )
-    _say(cfg, f"synthetic preferences in {_abs(syn.out_dir)}: " + json.dumps({k: v for k, v in manifest.items() if k != "parameters"}))
+    # One line: the counts per split (labels per criterion are printed with the data below, and
+    # the whole manifest is in the folder's preferences_manifest.json).
+    splits = manifest.get("splits", {})
+    counts = ", ".join(f"{name} {s.get('rows', 0)} pairs of {s.get('prompts', 0)} prompts" for name, s in splits.items())
+    _say(cfg, f"synthetic preferences in {_abs(syn.out_dir)}: {counts}")
 
 
 def _preference_rows(cfg: RMConfig, tokenizer_dir: str, files: list[str], vocab_size: int) -> tuple[dict, np.ndarray, dict]:
@@ -530,17 +541,62 @@ def _plan(cfg, stage: str, phases: list[dict], init_model: str, tokenizer_dir: s
     }
 
 
+def worker_failures_since(run: RunDir, first_row: int) -> list[dict]:
+    """The `event: worker_error` rows (pretrain.callbacks) after row `first_row` of metrics.jsonl."""
+    from qwen25_rl.runs import read_metrics
+
+    path = run.path / "metrics.jsonl"
+    rows = read_metrics(path)[first_row:] if path.is_file() else []
+    return [r for r in rows if r.get("event") == "worker_error"]
+
+
+def _metrics_rows(run: RunDir) -> int:
+    from qwen25_rl.runs import read_metrics
+
+    path = run.path / "metrics.jsonl"
+    return len(read_metrics(path)) if path.is_file() else 0
+
+
+def stopped_message(stage: str, run: RunDir, error: BaseException, max_failures: int, errors: list[dict]) -> str:
+    """What a run that Ray Train gave up on says: which worker failed at which step, why, how
+    often the workers were restarted, and where a rerun resumes."""
+    from qwen25_rl.pretrain.progress import cause_of, died_first, read_progress
+
+    failures: dict[int, Exception] = getattr(error, "worker_failures", None) or {}
+    parts = []
+    for rank, exc in died_first(failures):
+        progress = read_progress(run.path, rank) or {}
+        where = f" at step {progress['step']} (phase {progress.get('phase')}, pid {progress.get('pid')} on {progress.get('node')})"
+        parts.append(f"worker rank {rank} failed{where if progress else ''}: {cause_of(exc)}")
+    if not parts:
+        parts.append(" ".join(f"{type(error).__name__}: {error}".split())[:600])
+    restarts = max(0, len({r.get("failure") for r in errors}) - 1)
+    newest = sorted(run.checkpoints.glob("step_*"), key=lambda p: int(p.name.split("_")[1]) if p.name.split("_")[1].isdigit() else -1)
+    resume = f"a rerun of the stage resumes from {newest[-1].name}" if newest else "no checkpoint was saved: a rerun starts from step 0"
+    return (
+        f"{stage} stopped: {'; '.join(parts)}. The workers had been restarted {restarts} time(s) before "
+        f"(trainer.max_failures: {max_failures}); {resume} (checkpoint.resume: auto), or raise trainer.max_failures"
+    )
+
+
 def fit(cfg, run: RunDir, plan: dict) -> Any:
-    """Run the TorchTrainer; returns Ray's Result."""
+    """Run the TorchTrainer; returns Ray's Result. A worker that fails (raises, or dies) makes
+    Ray Train restart the worker group from the newest checkpoint, up to `trainer.max_failures`
+    times; past that, `TrainingStoppedError` names the worker, its step and the cause."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.exceptions import TrainingFailedError
 
     from qwen25_rl.pretrain.callbacks import RunFolderCallback
+    from qwen25_rl.pretrain.progress import fault_from_env
     from qwen25_rl.pretrain.worker import train_loop_per_worker
 
     t = cfg.trainer
     # Where Ray Train assembles the checkpoints (RunConfig below): the workers name it in errors.
     plan = {**plan, "checkpoints_dir": str(run.checkpoints.resolve())}
+    fault = fault_from_env()  # the chaos tests' seam (pretrain.progress); None in real runs
+    if fault is not None:
+        plan["fault"] = fault
     resources = {"CPU": t.cpus_per_worker}
     if t.use_gpu:
         resources["GPU"] = 1
@@ -567,11 +623,22 @@ def fit(cfg, run: RunDir, plan: dict) -> Any:
                     console=cfg.logging.console,
                     ray_metrics=cfg.logging.ray_metrics,
                     run_name=run.path.name,
+                    max_failures=t.max_failures,
                 )
             ],
         ),
     )
-    return trainer.fit()
+    first_row = _metrics_rows(run)
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as e:
+        errors = worker_failures_since(run, first_row)
+        raise TrainingStoppedError(stopped_message(plan["stage"], run, e, t.max_failures, errors)) from e
+    failures = len({r.get("failure") for r in worker_failures_since(run, first_row)})
+    if failures:
+        _say(cfg, f"Ray Train restarted the workers {failures} time(s) from the newest checkpoint (trainer.max_failures {t.max_failures})")
+    result.worker_failures = failures
+    return result
 
 
 def _is_trainer_file(name: str) -> bool:
@@ -604,7 +671,13 @@ def _finish(cfg, run: RunDir, result, steps: int) -> StageResult:
                 raise RuntimeError(f"training ended at step {state['step']}, expected {steps}; final/ not written")
             final = export_final(Path(d), run.final)
         _say(cfg, f"final model ({steps} steps) -> {final}")
-    return StageResult(run_dir=run.path, final=final, steps=steps, metrics=dict(result.metrics or {}))
+    return StageResult(
+        run_dir=run.path,
+        final=final,
+        steps=steps,
+        metrics=dict(result.metrics or {}),
+        worker_failures=getattr(result, "worker_failures", 0),
+    )
 
 
 def run_pretrain(cfg: PretrainConfig) -> StageResult:

@@ -5,10 +5,14 @@ dict made by `pretrain.driver`) lists the phases to train, each with its prepare
 folder, step count, batch size, lr schedule and RoPE settings. The loop:
 
 1. resumes from `ray.train.get_checkpoint()` when Ray hands one over (worker restart after a
-   failure, or a rerun of the same run folder), else loads the initial model;
+   failure, up to `trainer.max_failures` times in one run, or a rerun of the same run folder),
+   else loads the initial model: weights, optimizer, each rank's RNG and the step (so the data
+   order position) come back exactly;
 2. for every optimizer step takes its rows from the phase's fixed data order (so the order
    after a resume is the order an uninterrupted run would have had), runs the micro-batches,
    scales the loss by the step's global token count, and steps the optimizer;
+   At the start of every step each rank records the step it is on in the run folder
+   (pretrain.progress; also the chaos tests' seam for killing a worker at a chosen step);
 3. records one metrics row per step (loss, lr, grad norm, tokens/s, TFLOP/s, MFU where the
    peak is known) and hands the rows to Ray in batches: `ray.train.report` blocks until the
    controller has taken the previous report, which it polls for every ~2 s, so reporting
@@ -57,6 +61,7 @@ from qwen25_rl.pretrain.data_order import step_rows
 from qwen25_rl.pretrain.flops import device_peak_tflops, train_flops_per_token
 from qwen25_rl.pretrain.packing import IGNORE
 from qwen25_rl.pretrain.prepare import RowStore, batch_fingerprint
+from qwen25_rl.pretrain.progress import maybe_fail, write_progress
 from qwen25_rl.training.engines import ENGINES
 from qwen25_rl.training.schedule import PhaseSchedule
 
@@ -421,6 +426,9 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
     # ---- train
+    # The run folder (Ray Train's storage is its checkpoints/): where each rank records the step
+    # it is on (pretrain.progress), so a worker killed from outside can be named with its step.
+    run_dir = Path(plan["checkpoints_dir"]).parent if plan.get("checkpoints_dir") else None
     mb = trainer["micro_batch_size"]
     every = plan["checkpoint_every"]
     log_every = plan["log_every"]
@@ -443,6 +451,9 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
         # so the previous step's report / checkpoint / evaluation cost is counted, not hidden.
         t0 = time.perf_counter()
         for s in range(first_step, phase["steps"]):
+            if run_dir is not None:
+                write_progress(run_dir, rank, global_step + 1, phase["name"])
+                maybe_fail(plan.get("fault"), run_dir, rank, global_step + 1)
             all_rows = step_rows(store.order, s, B)
             # The step's global normalisers (e.g. trained tokens), the same on every rank.
             counts = task.step_counts(store, all_rows)

@@ -14,6 +14,16 @@ _CONFIG_ARGS = [
 ]
 
 
+def _summary(result) -> dict:
+    """The one JSON line a Ray Train stage ends with (worker_failures: Ray Train's restarts)."""
+    return {
+        "run_dir": str(result.run_dir),
+        "final": str(result.final) if result.final else None,
+        "steps": result.steps,
+        "worker_failures": result.worker_failures,
+    }
+
+
 @cli_command(
     "pretrain",
     help="Pretrain (multi-phase, optional tokenizer training) with Ray Train + DeepSpeed/DDP; writes final/ in HF format.",
@@ -25,7 +35,7 @@ def pretrain(args: argparse.Namespace) -> int:
     from qwen25_rl.pretrain.driver import run_pretrain
 
     result = run_pretrain(load_config(args.config, args.overrides, schema=PretrainConfig))
-    print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final) if result.final else None, "steps": result.steps}))
+    print(json.dumps(_summary(result)))
     return 0
 
 
@@ -40,7 +50,7 @@ def sft(args: argparse.Namespace) -> int:
     from qwen25_rl.pretrain.driver import run_sft
 
     result = run_sft(load_config(args.config, args.overrides, schema=SFTConfig))
-    print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final) if result.final else None, "steps": result.steps}))
+    print(json.dumps(_summary(result)))
     return 0
 
 
@@ -55,7 +65,7 @@ def rm(args: argparse.Namespace) -> int:
     from qwen25_rl.pretrain.driver import run_rm
 
     result = run_rm(load_config(args.config, args.overrides, schema=RMConfig))
-    print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final) if result.final else None, "steps": result.steps}))
+    print(json.dumps(_summary(result)))
     return 0
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import psutil
 import pytest
 import yaml
 from environment import skip_missing
@@ -601,11 +602,9 @@ def test_dpo_runs_as_a_submitted_ray_job(ray_head, tiny_model_dir, digit_task, t
     assert job.seen_gauge, "the run's Ray metrics never reached the node's Prometheus endpoint"
 
 
-def submit_and_wait(head: Head, submission_id: str, entry: str, workdir, gauge: str, poll: Callable[[], None] | None = None) -> JobOutcome:
-    """Submit `entry` as a job from `workdir`, poll its status (the node's metrics endpoint for
-    `gauge`, and `poll` if given) until it ends."""
+def submit_job(head: Head, submission_id: str, entry: str, workdir) -> None:
+    """Submit `entry` (run by bash) as a job from `workdir`, without waiting for it."""
     # The job agent on the node can come up a little after the dashboard: retry, bounded.
-    t_submit = time.time()
     for _ in range(20):
         submit = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", head.address, "--no-wait", "--working-dir", str(workdir)]
@@ -620,6 +619,12 @@ def submit_and_wait(head: Head, submission_id: str, entry: str, workdir, gauge: 
         time.sleep(4)
     assert submit.returncode == 0, submit.stderr[-3000:]
 
+
+def submit_and_wait(head: Head, submission_id: str, entry: str, workdir, gauge: str, poll: Callable[[], None] | None = None) -> JobOutcome:
+    """Submit `entry` as a job from `workdir`, poll its status (the node's metrics endpoint for
+    `gauge`, and `poll` if given) until it ends."""
+    t_submit = time.time()
+    submit_job(head, submission_id, entry, workdir)
     seen_gauge = False
     seen_status: dict[str, float] = {}  # status -> seconds after submission when first seen
     deadline = time.time() + 900
@@ -643,3 +648,112 @@ def submit_and_wait(head: Head, submission_id: str, entry: str, workdir, gauge: 
     logs = job_cli(head, "logs", submission_id).stdout
     print(f"job {submission_id}: status first seen (s after submit): {seen_status}\n{logs}")
     return JobOutcome(status, logs, seen_gauge, seconds, seen_status)
+
+
+# -- a killed driver, its job submitted again ------------------------------------------------------
+
+
+def job_info(head: Head, job_id: str) -> dict[str, Any]:
+    """The job's status, driver pid and driver exit code through the SDK (in a process of its
+    own, for the same reason as `job_status`); {} when the query fails."""
+    code = (
+        "import json, sys; from ray.job_submission import JobSubmissionClient as C; i = C(sys.argv[1]).get_job_info(sys.argv[2]); "
+        "print(json.dumps({'status': i.status.value, 'driver_exit_code': i.driver_exit_code, "
+        "'driver_pid': int(i.driver_info.pid) if i.driver_info and i.driver_info.pid else None}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, head.address, job_id], capture_output=True, text=True, timeout=120, env=head.env)
+    lines = out.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if out.returncode == 0 and lines else {}
+
+
+def stage_driver(pid: int | None, run_name: str) -> psutil.Process | None:
+    """The job's Python driver: the process the SDK names if its command line runs the stage for
+    `run_name`, else the one process whose command line does (not the `bash -c` around it)."""
+    marker = f"logging.run_name={run_name}"
+
+    def runs_stage(p: psutil.Process) -> bool:
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            return False
+        return bool(cmd) and Path(cmd[0]).name.startswith("python") and "qwen25_rl" in cmd and marker in cmd
+
+    if pid is not None and psutil.pid_exists(pid) and runs_stage(psutil.Process(pid)):
+        return psutil.Process(pid)
+    found = [p for p in psutil.process_iter() if runs_stage(p)]
+    return found[0] if len(found) == 1 else None
+
+
+@pytest.mark.chaos
+def test_a_killed_driver_resubmitted_resumes_with_no_step_done_twice_or_skipped(
+    ray_head, tiny_model_dir, digit_task, grpo_overrides, tmp_path
+):
+    """The tiny GRPO run (hf rollouts, DDP policy) as a job whose driver is SIGKILLed once its
+    step_2 checkpoint exists: the job ends FAILED (or STOPPED); the same entrypoint submitted
+    again (a new submission id) resumes from the newest checkpoint, ends SUCCEEDED with driver
+    exit code 0, with one metrics row for each of the steps 1..N and the final model written."""
+    steps, run_name = 8, "resubmitted-job"
+    out = tmp_path / "runs"
+    run = out / run_name
+    overrides = grpo_overrides(
+        tiny_model_dir,
+        digit_task,
+        out,
+        run_name,
+        **{
+            "rollout.engine": "hf",
+            "policy.strategy": "ddp",
+            "algorithm.total_steps": steps,
+            "checkpoint.every_n_steps": 2,
+            "algorithm.prompts_per_step": 4,
+            "rollout.samples_per_prompt": 4,
+        },
+    )
+    entry = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "qwen25_rl", "grpo", "--config", "configs/tiny/grpo.yaml", *overrides])
+    project = tmp_path / "project"
+    shutil.copytree(REPO_ROOT / "configs", project / "configs")
+
+    first = "qwen25-resubmit-1"
+    submit_job(ray_head, first, entry, project)
+    marker = run / "checkpoints" / "step_2" / "COMPLETE"
+    driver, pid = None, None
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if pid is None:
+            pid = job_info(ray_head, first).get("driver_pid")
+        if marker.exists():
+            driver = stage_driver(pid, run_name)
+            break
+        assert job_status(ray_head, first) in ("PENDING", "RUNNING"), job_cli(ray_head, "logs", first).stdout[-4000:]
+        time.sleep(0.2)
+    assert driver is not None, f"no step_2 checkpoint or no driver process found (SDK pid {pid})"
+    t_kill = time.time()
+    driver.send_signal(signal.SIGKILL)
+    done_at_kill = max((r["step"] for r in read_metrics(run / "metrics.jsonl")), default=0)
+    assert done_at_kill < steps, "the run ended before its driver was killed"
+
+    status = ""
+    while time.time() < t_kill + 180:
+        status = job_status(ray_head, first)
+        if status in ("FAILED", "STOPPED", "SUCCEEDED"):
+            break
+        time.sleep(1)
+    t_ended = time.time()
+    assert status in ("FAILED", "STOPPED"), status
+    assert job_info(ray_head, first).get("driver_exit_code") != 0
+
+    second = submit_and_wait(ray_head, "qwen25-resubmit-2", entry, project, "ray_qwen25_rl_grpo_reward_mean")
+    assert second.status == "SUCCEEDED", f"{second.status}\n{second.logs[-4000:]}"
+    info = job_info(ray_head, "qwen25-resubmit-2")
+    assert info.get("driver_exit_code") == 0, info
+    assert "resumed from" in second.logs and "step_" in second.logs, second.logs[-4000:]
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    assert all("reward/mean" in r for r in rows)
+    assert (run / "final" / "model.safetensors").is_file() and (run / "final" / "COMPLETE").is_file()
+    summaries = [json.loads(line) for line in second.logs.splitlines() if line.startswith('{"run_dir"')]
+    assert len(summaries) == 1 and summaries[0]["run_dir"].endswith(run_name), second.logs[-4000:]
+    print(
+        f"driver killed after step {done_at_kill} (step_2 saved); job {status} {t_ended - t_kill:.1f}s after the kill; "
+        f"resubmitted job {second.seconds:.1f}s from submission to SUCCEEDED ({second.status_times})"
+    )
