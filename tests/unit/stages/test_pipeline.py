@@ -1,6 +1,6 @@
 """`qwen25-rl pipeline`: the plan (stage configs chained through final/ folders, validated before
 any work) and the run loop's skip / resume / force rules, with stand-in stage types (the real
-stages run in tests/integration/stages/test_pipeline.py)."""
+stages run in tests/integration/stages/test_pipeline_stages.py)."""
 
 from __future__ import annotations
 
