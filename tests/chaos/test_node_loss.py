@@ -34,9 +34,9 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 from bounds import SLACK_S
+from processes import assert_run_gone
 
 from qwen25_rl.paths import REPO_ROOT
 from qwen25_rl.runs import read_metrics
@@ -61,23 +61,18 @@ WALL_S = 240  # the helper's hard limit (the cluster's start, the run, the node 
 STOP_BOUND_S = 15 + 10 + SLACK_S
 
 
+_STARTED = [0.0]
+
+
+@pytest.fixture(autouse=True)
+def _test_started():
+    _STARTED[0] = time.time()
+
+
 def assert_nothing_left(state) -> None:
-    """No process of the run or of the simulated cluster is left: every one of them (raylets,
-    workers, the driver) inherited the fault seam's state path, and this process has no children."""
-    deadline = time.monotonic() + 20
-    while True:
-        left = []
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if str(state) in (p.environ().get("QWEN25_RL_FAULT_INJECT") or ""):
-                    left.append((p.pid, " ".join(p.info["cmdline"] or [])[:120]))
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        children = [c for c in psutil.Process().children(recursive=True) if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-        if not left and not children:
-            return
-        assert time.monotonic() < deadline, f"processes left behind: {left} {children}"
-        time.sleep(0.5)
+    """No process of the run is left (tests/processes.py: every Ray process of the run carries the
+    fault seam's state path; no child of this process started during the test)."""
+    assert_run_gone(state, _STARTED[0])
 
 
 def run_losing_a_node(tmp_path, overrides: list[str], nodes: list[dict], fault: str, group: str) -> tuple[str, dict, dict, float]:

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from bounds import SLACK_S
+from processes import assert_run_gone
 
 from qwen25_rl.paths import REPO_ROOT
 from qwen25_rl.runs import read_metrics
@@ -53,23 +53,18 @@ def fired(state: Path) -> list[Path]:
     return sorted(state.glob("fired-*"))
 
 
-def assert_nothing_left(state: Path) -> None:
-    """No process of the run is left: none carries the run's fault seam in its environment
-    (every Ray worker of the run had it), and this test process has no children."""
-    deadline = time.monotonic() + 20  # Ray's processes exit shortly after the driver
-    while True:
-        left = []
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if str(state) in (p.environ().get("QWEN25_RL_FAULT_INJECT") or ""):
-                    left.append((p.pid, " ".join(p.info["cmdline"] or [])[:120]))
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        children = [c for c in psutil.Process().children(recursive=True) if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-        if not left and not children:
-            return
-        assert time.monotonic() < deadline, f"processes left behind: {left} {children}"
-        time.sleep(0.5)
+_STARTED = [0.0]
+
+
+@pytest.fixture(autouse=True)
+def _test_started():
+    _STARTED[0] = time.time()
+
+
+def assert_nothing_left(state) -> None:
+    """No process of the run is left (tests/processes.py: every Ray process of the run carries the
+    fault seam's state path; no child of this process started during the test)."""
+    assert_run_gone(state, _STARTED[0])
 
 
 def test_rollout_worker_killed_mid_generation_is_restarted_and_only_its_prompts_regenerated(
