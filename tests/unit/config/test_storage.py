@@ -56,6 +56,9 @@ def test_loaded_config_names_absolute_paths_under_the_storage_root(tmp_path, mon
     cfg_file = tmp_path / "sft.yaml"
     cfg = yaml.safe_load((Path(__file__).parents[3] / "configs" / "tiny" / "sft.yaml").read_text())
     cfg_file.write_text(yaml.safe_dump(cfg))
+    # a working directory holding none of these files (an input found there would be taken from it)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
     loaded = load_config(cfg_file)
     assert loaded.logging.output_dir == str(store / "runs")
     assert loaded.model.path == str(store / "runs" / "tiny-pretrain" / "final")

@@ -19,7 +19,7 @@ class FakePolicy:
     def __init__(self, writes: list[str]):
         self.writes = writes
 
-    def run(self, method, folder, *_):
+    def run(self, method, folder, *_, **__):
         from pathlib import Path
 
         for rel in self.writes:
@@ -28,8 +28,11 @@ class FakePolicy:
 
 
 def cluster_with(writes: list[str]) -> RLCluster:
-    cluster = RLCluster.__new__(RLCluster)  # the checks only need the policy group
+    from qwen25_rl.config.schema import FaultToleranceConfig
+
+    cluster = RLCluster.__new__(RLCluster)  # the checks only need the policy group and deadlines
     cluster.policy = FakePolicy(writes)
+    cluster.ft = FaultToleranceConfig()
     return cluster
 
 
