@@ -17,6 +17,7 @@ import sys
 import time
 
 import pytest
+from bounds import SYNC_LOGPROB_TOL
 
 from qwen25_rl.paths import REPO_ROOT
 from qwen25_rl.runs import read_metrics
@@ -35,6 +36,64 @@ def grpo(overrides: list[str], *, timeout: int = 900, check: bool = True) -> sub
     if check:
         assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_grpo_learns_reward_with_vllm_rollouts_and_deepspeed(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
+    reward = (
+        "[{type: custom, name: letter_e, params: {path: '"
+        + str(digit_task / "digit_reward.py")
+        + ":letter_e_fraction', isolation: thread}}]"
+    )
+    start = time.time()
+    grpo(
+        grpo_overrides(
+            tiny_model_dir,
+            digit_task,
+            tmp_path,
+            "learn",
+            **{
+                "rollout.engine": "vllm",
+                "policy.strategy": "deepspeed",
+                "policy.zero_stage": 2,
+                "optimizer.lr": 1.0e-2,
+                "algorithm.total_steps": 20,
+                "reward.functions": reward,
+                "eval.every_n_steps": 20,
+                "eval.samples_per_prompt": 4,
+                "eval.pass_k": "[1, 4]",
+                "eval.at_start": True,
+            },
+        )
+    )
+    rows = read_metrics(tmp_path / "learn" / "metrics.jsonl")
+    baseline, rows = rows[0], rows[1:]
+    assert baseline["step"] == 0 and "eval/pass@1" in baseline and "reward/mean" not in baseline
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    rewards = [r["reward/mean"] for r in rows]
+    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
+    print(f"reward first 3 steps {first:.3f}, last 3 steps {last:.3f}, {time.time() - start:.0f} s")
+    assert last > first + 0.1 and last > 1.5 * first, f"reward did not rise: {rewards}"
+    # Consistency after sync: every step's samples came from weights the trainer also holds.
+    gaps = [r["logprob_gap/sampler_trainer_abs_max"] for r in rows]
+    assert max(gaps) < SYNC_LOGPROB_TOL, gaps
+    assert [r["policy_version"] for r in rows] == list(range(1, 21))
+    assert all(r["policy_version/lag_max"] == 0 for r in rows)
+    for key in (
+        "time/generate_s",
+        "time/reward_s",
+        "time/train_s",
+        "time/sync_s",
+        "policy/entropy",
+        "policy/clip_frac",
+        "policy/approx_kl",
+        "response_length/mean",
+        "tokens_per_s",
+    ):
+        assert key in rows[-1], key
+    assert 0.0 <= rows[-1]["eval/pass@1"] <= rows[-1]["eval/pass@4"] <= 1.0
+    assert (tmp_path / "learn" / "final" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
