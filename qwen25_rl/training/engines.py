@@ -114,6 +114,13 @@ class DeepSpeedEngine:
             self.grad_accumulation = grad_accumulation
 
     def micro_batch(self, last: bool):
+        # DeepSpeed on its own places the accumulation boundary by a micro-step counter that
+        # runs across steps (`(micro_steps + 1) % gradient_accumulation_steps == 0`); after a
+        # step with another number of micro-batches (GRPO's dynamic sampling: 16 samples = 1
+        # micro-batch, 24 = 2; a pretraining phase change) it falls on the wrong one: the
+        # optimizer steps mid-update, the step's later micro-batches see the new weights and
+        # their gradients leak into the next step. The loop knows the boundary: say it.
+        self.engine.set_gradient_accumulation_boundary(last)
         return contextlib.nullcontext()
 
     def forward(self, **batch):
