@@ -208,6 +208,8 @@ def _trim_pairs(mb: TensorBatch) -> TensorBatch:
 class ReferenceWorker(DistributedWorker):
     """A frozen model that scores responses (the KL anchor)."""
 
+    fault_name = "reference"  # the worker kind in the chaos tests' fault seam (inject_fault)
+
     def __init__(self, model_path: str, *, torch_threads: int | None = None, chunk_size: int = 1024, dtype: str = "float32"):
         super().__init__(torch_threads=torch_threads)
         self.model_path = model_path
@@ -251,6 +253,7 @@ class ReferenceWorker(DistributedWorker):
     def pair_log_probs(self, pairs: TensorBatch, *, micro_batch_size: int = 8) -> TensorBatch:
         """Summed log-probs (temperature 1) of each pair's chosen and rejected responses:
         `chosen_logps`, `rejected_logps` [P] (float32), plus the response lengths."""
+        inject_fault(self.fault_name, "pair_log_probs")  # a no-op unless a chaos test set its env var
         chosen = torch.zeros(len(pairs), dtype=torch.float32)
         rejected = torch.zeros(len(pairs), dtype=torch.float32)
         for positions, mb in pair_micro_batches(pairs, max(1, math.ceil(len(pairs) / micro_batch_size))):
@@ -286,6 +289,8 @@ class ReferenceWorker(DistributedWorker):
 
 class PolicyWorker(ReferenceWorker, WeightSource):
     """The trained policy: DeepSpeed ZeRO / DDP engine, PPO updates, checkpoints, weight export."""
+
+    fault_name = "policy"
 
     def __init__(self, model_path: str, settings: TrainSettings | dict, *, torch_threads: int | None = None):
         settings = settings if isinstance(settings, TrainSettings) else TrainSettings(**settings)

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 import torch
 
-from qwen25_rl.actors.base import DistributedWorker
+from qwen25_rl.actors.base import DistributedWorker, inject_fault
+from qwen25_rl.actors.deadlines import Call, wait_calls
 from qwen25_rl.actors.worker_group import WorkerGroup
 
 
@@ -55,6 +55,7 @@ class RewardModelWorker(DistributedWorker):
 
     def score(self, samples: list[RMSample]) -> dict[str, Any]:
         """Scores of `samples`: {"ids", "scores" [n, C], "combined" [n], "truncated", "tokens", "seconds"}."""
+        inject_fault("reward_model", "score")  # a no-op unless a test set its env var
         start = time.perf_counter()
         out = self.scorer.score([s.prompt for s in samples], [s.response for s in samples])
         return {
@@ -89,8 +90,13 @@ class RewardModelGroup:
         num_gpus: float = 0.0,
         strategy: str = "PACK",
         placement_timeout_s: float = 60.0,
+        start_timeout_s: float = 600.0,
+        load_timeout_s: float | None = None,
+        score_timeout_s: float | None = None,
         **worker_kwargs: Any,
     ):
+        # Deadlines of the remote calls (fault_tolerance: WorkerHung / WorkerDied past them).
+        self.score_timeout_s = score_timeout_s
         self.group = WorkerGroup(
             RewardModelWorker,
             num_workers,
@@ -99,10 +105,15 @@ class RewardModelGroup:
             num_gpus=num_gpus,
             strategy=strategy,
             placement_timeout_s=placement_timeout_s,
+            start_timeout_s=start_timeout_s,
             distributed=False,
             init_kwargs={"model_path": model_path, **worker_kwargs},
         )
-        self.info = self.group.run("init_model")[0]
+        try:
+            self.info = self.group.run("init_model", timeout_s=load_timeout_s, what="reward model loading")[0]
+        except BaseException:
+            self.group.shutdown()
+            raise
         self.criteria: list[str] = list(self.info["criteria"])
 
     def score(self, samples: list[RMSample]) -> RMScores:
@@ -115,8 +126,12 @@ class RewardModelGroup:
             w = load.index(min(load))
             shards[w].append(s)
             load[w] += size[s.sample_id]
-        refs = [w.score.remote(shard) for w, shard in zip(self.group.workers, shards) if shard]
-        results = ray.get(refs)
+        calls = [
+            Call(w.score.remote(shard), self.group.info(rank), "score")
+            for rank, (w, shard) in enumerate(zip(self.group.workers, shards))
+            if shard
+        ]
+        results = wait_calls(calls, self.score_timeout_s, what=f"reward model {self.group.name} scoring")
         by_id: dict[str, tuple[list[float], float]] = {}
         for r in results:
             for i, sid in enumerate(r["ids"]):

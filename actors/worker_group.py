@@ -24,7 +24,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from qwen25_rl.actors.base import FAULT_ENV
-from qwen25_rl.actors.deadlines import ActorInfo, Call, wait_calls
+from qwen25_rl.actors.deadlines import ActorInfo, Call, WorkerDied, wait_calls
 from qwen25_rl.batch import TensorBatch
 from qwen25_rl.errors import UserValueError
 
@@ -79,14 +79,9 @@ def reserve_bundles(
     return pg
 
 
-def _node_id(actor) -> str:
-    """Run inside an actor (`__ray_call__`): the id of the node it runs on."""
-    return ray.get_runtime_context().get_node_id()
-
-
-def _pid(actor) -> int:
-    """Run inside an actor (`__ray_call__`): its process id."""
-    return os.getpid()
+def _where(actor) -> tuple[str, int]:
+    """Run inside an actor (`__ray_call__`): the id of the node it runs on and its process id."""
+    return ray.get_runtime_context().get_node_id(), os.getpid()
 
 
 @dataclass
@@ -113,6 +108,9 @@ class WorkerGroup:
     placement_group: PlacementGroup | None = None
     bundle_indices: list[int] | None = None
     node_labels: dict[str, str] = field(default_factory=dict)
+    # How long a new actor may take to be placed and constructed (its __init__; the model loads
+    # come later, in calls with their own deadlines).
+    start_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -134,10 +132,7 @@ class WorkerGroup:
         self.pids: list[int | None] = []
         self.restarts = 0
         try:
-            ray.get([w.ping.remote() for w in self.workers])
-            # Asked of the actors themselves: where each rank really runs (placement.json of a run).
-            self.node_ids = ray.get([w.__ray_call__.remote(_node_id) for w in self.workers])
-            self.pids = ray.get([w.__ray_call__.remote(_pid) for w in self.workers])
+            self._wait_started(range(self.num_workers), self.start_timeout_s)
             if self.distributed:
                 self._init_distributed()
         except BaseException:
@@ -166,33 +161,66 @@ class WorkerGroup:
             self.pids[rank] if rank < len(self.pids) else None,
         )
 
+    def _wait_started(self, ranks, timeout_s: float) -> None:
+        """Wait until `ranks` are constructed (by `timeout_s`: WorkerHung past it, WorkerDied when
+        one dies) and record where each runs, asked of the actors themselves (placement.json)."""
+        ranks = list(ranks)
+        while len(self.node_ids) < self.num_workers:
+            self.node_ids.append("?")
+            self.pids.append(None)
+        calls = [Call(self.workers[r].ping.remote(), self.info(r), "__init__") for r in ranks]
+        wait_calls(calls, timeout_s, what="start-up")
+        calls = [Call(self.workers[r].__ray_call__.remote(_where), self.info(r), "ping") for r in ranks]
+        for r, (node, pid) in zip(ranks, wait_calls(calls, timeout_s, what="start-up")):
+            self.node_ids[r], self.pids[r] = node, pid
+
     def restart(self, rank: int) -> None:
         """Replace rank `rank` (dead or not) with a new actor in the same bundle of the placement
         group. Only for groups without a torch.distributed group of their own (rollout,
-        reference): a new rank cannot join a running collective."""
+        reference): a new rank cannot join a running collective.
+
+        A replacement that dies before it runs, not by an error of its own (its node died), is
+        started again, by `start_timeout_s`: when a node is lost the GCS keeps counting it alive
+        until it misses its health checks (~15 s with Ray's defaults), so the bundle, and a first
+        replacement with it, may still be on the lost node; once the node is declared dead Ray
+        moves the bundle to a live node with room, where the next replacement starts. An error
+        in the replacement's own constructor is raised at once (WorkerDied)."""
         if self.distributed and self.num_workers > 1:
             raise RuntimeError(f"{self.name}: a rank of a distributed group cannot be restarted alone; restart the group")
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            self._respawn(rank, deadline)
+            try:
+                self._wait_started([rank], max(deadline - time.monotonic(), 1.0))
+                break
+            except WorkerDied as e:
+                cause = e.__cause__
+                if getattr(cause, "actor_init_failed", False) or time.monotonic() >= deadline:
+                    raise
+                print(
+                    f"qwen25-rl: warning: the replacement of {self.info(rank).describe()} died before it ran ({e}); starting it again",
+                    flush=True,
+                )
+                time.sleep(1.0)
+        if self.distributed:
+            self._init_distributed()
+        self.restarts += 1
+
+    def _respawn(self, rank: int, deadline: float) -> None:
         try:
             ray.kill(self.workers[rank])
         except Exception:  # already gone
             pass
+        self.node_ids[rank], self.pids[rank] = "?", None
         # A killed named actor frees its name asynchronously: retry the spawn for a while.
-        deadline = time.monotonic() + 30
         while True:
             try:
                 self.workers[rank] = self._spawn(rank)
-                break
+                return
             except ValueError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        w = self.workers[rank]
-        ray.get(w.ping.remote(), timeout=self.placement_timeout_s + 300)
-        self.node_ids[rank] = ray.get(w.__ray_call__.remote(_node_id))
-        self.pids[rank] = ray.get(w.__ray_call__.remote(_pid))
-        if self.distributed:
-            self._init_distributed()
-        self.restarts += 1
 
     def _init_distributed(self) -> None:
         backend = self.backend or ("nccl" if self.num_gpus else "gloo")

@@ -141,6 +141,9 @@ class FaultToleranceConfig(Section):
     # A policy or reference worker that dies: all workers restart and the run resumes from its
     # newest checkpoint (the steps since are redone); at most this many times per run.
     max_worker_restarts: int = Field(default=2, ge=0)
+    # A new worker's placement and construction (a rollout engine's start); a replacement that
+    # lands on a node being lost is started again within it.
+    start_timeout_s: float = Field(default=1800.0, gt=0)
     generate_timeout_s: float | None = Field(default=1800.0, gt=0)
     score_timeout_s: float | None = Field(default=900.0, gt=0)  # policy / reference log-probs
     train_timeout_s: float | None = Field(default=1800.0, gt=0)

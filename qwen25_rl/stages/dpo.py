@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qwen25_rl.actors.policy import DPOSettings
 from qwen25_rl.checkpointing import resolve_resume, staging
@@ -29,7 +31,7 @@ from qwen25_rl.ray_utils import init_ray
 from qwen25_rl.runs import RunDir, stage_run
 from qwen25_rl.stages.dpo_config import DPOConfig
 from qwen25_rl.stages.dpo_rounds import add_reference_log_probs, sample_pairs, step_order
-from qwen25_rl.stages.grpo_cluster import RLCluster
+from qwen25_rl.stages.grpo_cluster import RLCluster, run_with_restarts
 from qwen25_rl.stages.grpo_collector import GroupCollector, evaluate
 from qwen25_rl.stages.rl_run import load_state, prepare_initial_model, save_checkpoint
 from qwen25_rl.training.schedule import PhaseSchedule
@@ -44,7 +46,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
 
 
 def _run_dpo(cfg: DPOConfig, run: RunDir) -> Path:
-    a, d = cfg.algorithm, cfg.data
+    d = cfg.data
     # -- set up: model and data first (bad input fails before any worker starts) -------------
     model_path = prepare_initial_model(cfg, run)
     tokenizer_path = str(cfg.tokenizer.path or model_path)
@@ -88,12 +90,48 @@ def _run_dpo(cfg: DPOConfig, run: RunDir) -> Path:
     from qwen25_rl.reward.pool import RewardPool
 
     pool = RewardPool(cfg.reward, name_prefix="dpo/reward") if generating else None
+    inputs = DPOInputs(tokenizer, tokenizer_path, pad_id, vocab_size, given_pairs, prompts, dropped, eval_records, generating)
     try:
-        cluster = RLCluster(cfg, str(model_path), name="dpo", with_reference=True, with_rollout=generating)  # type: ignore[arg-type]
-    except BaseException:
+        return run_with_restarts(
+            "dpo",
+            cfg,
+            run,
+            ckpt,
+            build=lambda: RLCluster(cfg, str(model_path), name="dpo", with_reference=True, with_rollout=generating),  # type: ignore[arg-type]
+            train=lambda cluster, ckpt, restarts: _train(cfg, run, cluster, pool, inputs, ckpt, restarts),
+        )
+    finally:
         if pool is not None:
             pool.shutdown()
-        raise
+
+
+@dataclass
+class DPOInputs:
+    """What a DPO run reads before any worker starts (and keeps across worker restarts)."""
+
+    tokenizer: Any
+    tokenizer_path: str
+    pad_id: int
+    vocab_size: int
+    given_pairs: list[PairRecord]
+    prompts: list
+    dropped: dict[str, int]
+    eval_records: list
+    generating: bool
+
+
+def _train(cfg: DPOConfig, run: RunDir, cluster: RLCluster, pool, inputs: DPOInputs, ckpt: Path | None, restarts) -> Path:
+    """The run from `ckpt` (None: the start) to its end, on `cluster`'s workers."""
+    a, d = cfg.algorithm, cfg.data
+    tokenizer, tokenizer_path, pad_id, vocab_size = inputs.tokenizer, inputs.tokenizer_path, inputs.pad_id, inputs.vocab_size
+    given_pairs, prompts, dropped, eval_records, generating = (
+        inputs.given_pairs,
+        inputs.prompts,
+        inputs.dropped,
+        inputs.eval_records,
+        inputs.generating,
+    )
+    logger = None
     try:
         # -- resume ---------------------------------------------------------------------------
         run.mark_started()
@@ -182,6 +220,7 @@ def _run_dpo(cfg: DPOConfig, run: RunDir) -> Path:
                         with logger.phase(f"evaluating step {step} on {len(eval_records)} held-out prompts"):
                             metrics |= evaluate(cluster, pool, eval_records, cfg, step, collector.accuracy_label)  # type: ignore[arg-type]
                 metrics["policy_version"] = version
+                metrics["workers/restarts"] = restarts.count  # the run's workers rebuilt after a crash, so far
                 metrics["time/step_s"] = time.perf_counter() - t_step
                 metrics["tokens_per_s"] = metrics["dpo/tokens"] / metrics["time/train_s"]
                 logger.log(step, metrics)
@@ -201,10 +240,10 @@ def _run_dpo(cfg: DPOConfig, run: RunDir) -> Path:
                 cluster.save_model(str(tmp), tokenizer_path)
         logger.close()
         return run.path
-    finally:
-        cluster.shutdown()
-        if pool is not None:
-            pool.shutdown()
+    except BaseException:
+        if logger is not None:
+            logger.close()
+        raise
 
 
 # -- the pieces of a round ---------------------------------------------------------------------

@@ -40,7 +40,7 @@ from qwen25_rl.ray_utils import init_ray
 from qwen25_rl.reward.config import RewardConfig, RewardFunctionConfig
 from qwen25_rl.runs import RunDir, stage_run
 from qwen25_rl.stages.eval_config import EVAL_SETS, EvalConfig, EvalDataConfig
-from qwen25_rl.stages.grpo_cluster import collect, generate_async, rollout_group
+from qwen25_rl.stages.grpo_cluster import collect, generate_async, placement_settings, rollout_group
 from qwen25_rl.stages.grpo_collector import score_samples
 
 # Qwen2.5-Math's chain-of-thought instruction: the verifier reads the boxed answer first.
@@ -413,8 +413,7 @@ def run_eval(cfg: EvalConfig, run: RunDir) -> dict[str, Any]:
     rollout = None
     try:
         if cfg.generating:
-            common = {"strategy": cfg.ray.placement_strategy, "placement_timeout_s": cfg.ray.placement_timeout_s}
-            rollout = rollout_group(cfg, str(cfg.model.path), "eval", common)
+            rollout = rollout_group(cfg, str(cfg.model.path), "eval", placement_settings(cfg))
         run.mark_started()
         gauges = RayGauges("eval", run.path.name) if cfg.logging.ray_metrics else None
         rows, timing = _evaluate(cfg, todo, pool, rollout, reward_cfg, label, gauges)

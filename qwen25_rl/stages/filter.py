@@ -20,7 +20,7 @@ from qwen25_rl.data.prompts import DatasetError, _chat, load_prompts, read_rows
 from qwen25_rl.ray_utils import init_ray
 from qwen25_rl.runs import RunDir, stage_run
 from qwen25_rl.stages.filter_config import FilterConfig
-from qwen25_rl.stages.grpo_cluster import collect, generate_async, reward_model_group, rollout_group
+from qwen25_rl.stages.grpo_cluster import collect, generate_async, placement_settings, reward_model_group, rollout_group
 from qwen25_rl.stages.grpo_collector import score_samples
 
 
@@ -46,11 +46,11 @@ def run_filter(cfg: FilterConfig, run: RunDir) -> Path:
     init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
     from qwen25_rl.reward.pool import RewardPool
 
-    common = {"strategy": cfg.ray.placement_strategy, "placement_timeout_s": cfg.ray.placement_timeout_s}
+    common = placement_settings(cfg)
     groups: list[Any] = []
     pool = RewardPool(cfg.reward, name_prefix="filter/reward")
     try:
-        rms = {m.name: _keep(groups, reward_model_group(m, "filter", common)) for m in cfg.reward_models}
+        rms = {m.name: _keep(groups, reward_model_group(m, "filter", common, cfg.fault_tolerance)) for m in cfg.reward_models}
         rollout = _keep(groups, rollout_group(cfg, str(cfg.model.path), "filter", common)) if cfg.sampling else None
         run.mark_started()
         return _select(cfg, run, prompts, pool, rms, rollout)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from qwen25_rl.actors.deadlines import WorkerDied
 from qwen25_rl.actors.policy import LossSettings
 from qwen25_rl.algorithms import compute_advantages
 from qwen25_rl.checkpointing import atomic_write, resolve_resume, staging
@@ -24,7 +23,7 @@ from qwen25_rl.metrics import StepLogger
 from qwen25_rl.models import load_tokenizer
 from qwen25_rl.ray_utils import init_ray
 from qwen25_rl.runs import RunDir, stage_run
-from qwen25_rl.stages.grpo_cluster import RestartBudget, RLCluster
+from qwen25_rl.stages.grpo_cluster import RLCluster, run_with_restarts
 from qwen25_rl.stages.grpo_collector import GroupCollector, PendingStep, evaluate
 from qwen25_rl.stages.grpo_config import GRPOConfig
 from qwen25_rl.stages.rl_run import load_state, prepare_initial_model, save_checkpoint
@@ -59,19 +58,16 @@ def _run_grpo(cfg: GRPOConfig, run: RunDir) -> Path:
 
     pool = RewardPool(cfg.reward, name_prefix="grpo/reward")
     try:
-        restarts = RestartBudget("grpo", cfg.fault_tolerance.max_worker_restarts)
-        while True:
-            cluster = RLCluster(cfg, str(model_path), name="grpo")
-            try:
-                cluster.rollout_restarts = restarts.rollout_restarts
-                return _train(cfg, run, cluster, pool, model_path, train_records, eval_records, dropped, ckpt, restarts)
-            except WorkerDied as e:
-                # A policy / reference worker (or a rollout worker outside generation) died: all
-                # workers restart and the run resumes from its newest checkpoint.
-                restarts.rollout_restarts = cluster.rollout_restarts
-                ckpt = restarts.next_checkpoint(e, run, ckpt)
-            finally:
-                cluster.shutdown()
+        return run_with_restarts(
+            "grpo",
+            cfg,
+            run,
+            ckpt,
+            build=lambda: RLCluster(cfg, str(model_path), name="grpo"),
+            train=lambda cluster, ckpt, restarts: _train(
+                cfg, run, cluster, pool, model_path, train_records, eval_records, dropped, ckpt, restarts
+            ),
+        )
     finally:
         pool.shutdown()
 
@@ -99,6 +95,7 @@ def _train(
         opening = f"grpo: run {run.path}, {len(train_records)} prompts, {cluster.num_parameters:,} parameters"
         placement = cluster.placement()  # where every worker runs: placement.json in the run folder
         atomic_write(run.path / "placement.json", json.dumps(placement, indent=1))
+        placed_after = cluster.rollout_restarts  # rewritten when a rollout worker is replaced
         nodes = {n for ids in placement.values() for n in ids}
         if len(nodes) > 1:
             opening += f", workers on {len(nodes)} nodes"
@@ -144,6 +141,9 @@ def _train(
             metrics["tokens_per_s"] = metrics.get("tokens/generated", 0.0) / metrics["time/step_s"]
             metrics["prompts/position"] = sampler.position
             metrics["workers/restarts"] = restarts.count  # the run's workers rebuilt after a crash, so far
+            if metrics.get("rollout/restarts", 0) > placed_after:  # a replaced rollout worker may run elsewhere
+                placed_after = metrics["rollout/restarts"]
+                atomic_write(run.path / "placement.json", json.dumps(cluster.placement(), indent=1))
 
             done = step + 1
             if cfg.eval.every_n_steps and (done % cfg.eval.every_n_steps == 0 or done == cfg.algorithm.total_steps):

@@ -18,9 +18,10 @@ driver sees every rank's files).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 
@@ -33,6 +34,8 @@ from qwen25_rl.actors.worker_group import WorkerGroup
 from qwen25_rl.batch import TensorBatch
 from qwen25_rl.errors import UserValueError
 from qwen25_rl.stages.grpo_config import GRPOConfig
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,6 +71,8 @@ class RestartBudget:
     def next_checkpoint(self, died: WorkerDied, run, started_from: Path | None) -> Path | None:
         if isinstance(died, RolloutRestartsExhausted):
             raise died
+        if getattr(died.__cause__, "actor_init_failed", False):
+            raise died  # its constructor raised: a new one would raise the same
         if self.count >= self.max:
             raise WorkerDied(
                 f"{died}; the {self.stage} run's workers were already restarted {self.count} times "
@@ -82,6 +87,37 @@ class RestartBudget:
             flush=True,
         )
         return ckpt
+
+
+def run_with_restarts(
+    stage: str,
+    cfg,
+    run,
+    ckpt: Path | None,
+    build: Callable[[], RLCluster],
+    train: Callable[[RLCluster, Path | None, RestartBudget], T],
+) -> T:
+    """An RL stage's run with its bounded restart loop: `train(cluster, ckpt, restarts)` on a
+    cluster from `build()`, from checkpoint `ckpt` (None: the start). When a worker dies, while
+    the cluster is built or later (a policy or reference rank, a rollout worker past its own
+    recovery, a reward-model worker), every group is shut down and built again, and `train`
+    resumes from the run's newest checkpoint that verifies (`RestartBudget`); past
+    `fault_tolerance.max_worker_restarts` the WorkerDied goes to the user. A hang (WorkerHung)
+    is not retried: it stops the run with the stuck worker's stack."""
+    restarts = RestartBudget(stage, cfg.fault_tolerance.max_worker_restarts)
+    while True:
+        cluster = None
+        try:
+            cluster = build()
+            cluster.rollout_restarts = restarts.rollout_restarts
+            return train(cluster, ckpt, restarts)
+        except WorkerDied as e:
+            if cluster is not None:
+                restarts.rollout_restarts = cluster.rollout_restarts
+            ckpt = restarts.next_checkpoint(e, run, ckpt)
+        finally:
+            if cluster is not None:
+                cluster.shutdown()
 
 
 class RLCluster:
@@ -122,7 +158,7 @@ class RLCluster:
             seed=cfg.seed,
             merge=merge_settings(cfg.optimizer),
         )
-        common = {"strategy": cfg.ray.placement_strategy, "placement_timeout_s": cfg.ray.placement_timeout_s}
+        common = placement_settings(cfg)
         self.policy = self._add(
             WorkerGroup(
                 PolicyWorker,
@@ -155,7 +191,7 @@ class RLCluster:
         # Learned reward models (GRPO's `reward_models`): a worker group each.
         self.reward_models: dict[str, Any] = {}
         for m in getattr(cfg, "reward_models", []):
-            self.reward_models[m.name] = self._add(reward_model_group(m, name, common))
+            self.reward_models[m.name] = self._add(reward_model_group(m, name, common, self.ft))
         self.rollout = None
         if not self.with_rollout:
             self.num_parameters = self._wait_init()
@@ -352,6 +388,15 @@ def merge_settings(optimizer) -> dict | None:
 # -- building blocks shared with stages that only sample (qwen25_rl.stages.filter) ------------
 
 
+def placement_settings(cfg) -> dict[str, Any]:
+    """How a stage's worker groups are placed and started (its `ray` and `fault_tolerance`)."""
+    return {
+        "strategy": cfg.ray.placement_strategy,
+        "placement_timeout_s": cfg.ray.placement_timeout_s,
+        "start_timeout_s": cfg.fault_tolerance.start_timeout_s,
+    }
+
+
 def rollout_group(cfg, model_path: str, name: str, common: dict[str, Any]) -> WorkerGroup:
     """The rollout (generation) workers of a config's `rollout` section."""
     ro = cfg.rollout
@@ -376,8 +421,8 @@ def rollout_group(cfg, model_path: str, name: str, common: dict[str, Any]) -> Wo
     )
 
 
-def reward_model_group(m, name: str, common: dict[str, Any]) -> RewardModelGroup:
-    """The worker group of one `reward_models` entry."""
+def reward_model_group(m, name: str, common: dict[str, Any], ft) -> RewardModelGroup:
+    """The worker group of one `reward_models` entry (`ft`: the stage's fault_tolerance deadlines)."""
     return RewardModelGroup(
         m.path,
         name=f"{name}/rm-{m.name}",
@@ -388,6 +433,8 @@ def reward_model_group(m, name: str, common: dict[str, Any]) -> RewardModelGroup
         max_length=m.max_length,
         template=m.template,
         torch_threads=m.torch_threads,
+        load_timeout_s=ft.save_timeout_s,
+        score_timeout_s=ft.score_timeout_s,
         **common,
     )
 

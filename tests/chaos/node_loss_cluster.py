@@ -8,13 +8,10 @@ and removes that node from the cluster (`Cluster.remove_node(node, allow_gracefu
 raylet, object store and worker processes are SIGKILLed, as when a machine is lost). The node
 must not be the head (the driver's node).
 
-With `--rerun`, a command that exits non-zero after the node loss is run once more, on the same
-cluster's remaining nodes (a user's rerun, resuming from the run's checkpoint).
-
 `--report` receives {"node_id", "labels", "removed_at" (time.time()), "remove_s", "first": {"rc",
-"ended_at"}, "rerun": {"rc", "started_at", "ended_at"} (with --rerun), "actors": [...]} where
+"ended_at"}, "actors": [...]} where
 "actors" lists, after the commands ended, every actor named `--group`-`--rank` the cluster knew
-(node id, state): where replacements ran. Exits with the (last) command's exit status.
+(node id, state): where replacements ran. Exits with the command's exit status.
 """
 
 from __future__ import annotations
@@ -41,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", required=True, help="worker group whose rank's node is removed (grpo/rollout)")
     parser.add_argument("--rank", type=int, default=0)
     parser.add_argument("--report", required=True)
-    parser.add_argument("--rerun", action="store_true", help="after the node loss, run a failed command once more on the remaining nodes")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -76,13 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         rc = proc.returncode
         if report:
             report["first"] = {"rc": rc, "ended_at": time.time()}
-            if args.rerun and rc != 0:
-                # The same command again, on the nodes that are left.
-                print(f"node_loss_cluster: the command exited {rc}; running it again on the remaining nodes", flush=True)
-                report["rerun"] = {"started_at": time.time()}
-                proc = subprocess.Popen(command, env=env)
-                rc = proc.wait()
-                report["rerun"] |= {"rc": rc, "ended_at": time.time()}
             report["actors"] = actors_named(cluster.address, f"{args.group}-{args.rank}")
             with open(args.report, "w") as f:
                 json.dump(report, f)

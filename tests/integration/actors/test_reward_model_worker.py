@@ -4,9 +4,13 @@ template when they differ from the policy's."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
+from bounds import SLACK_S
 
+from qwen25_rl.actors.deadlines import WorkerHung
 from qwen25_rl.actors.reward_model import RewardModelGroup, RMSample
 from qwen25_rl.reward.learned import RewardModelScorer
 
@@ -64,3 +68,16 @@ def test_worker_scores_equal_the_in_process_scorer_joined_by_sample_id(group, rm
 def test_a_sample_id_given_twice_is_an_error_naming_it(group):
     with pytest.raises(RuntimeError, match="sample 's1' was scored twice"):
         group.score([RMSample("s1", "a", "b"), RMSample("s1", "a", "c")])
+
+
+def test_a_hung_reward_model_worker_fails_by_the_score_deadline_naming_it(local_ray, rm_with_its_own_tokenizer, tmp_path, monkeypatch):
+    # The workers' fault seam (qwen25_rl.actors.base.inject_fault): the first `score` call sleeps forever.
+    monkeypatch.setenv("QWEN25_RL_FAULT_INJECT", f"reward_model:score:hang:1:{tmp_path / 'fault'}")
+    g = RewardModelGroup(str(rm_with_its_own_tokenizer), name="t/rm-hung", num_workers=1, num_cpus=0.5, score_timeout_s=3.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(WorkerHung, match=r"RewardModelWorker rank 0 \(t/rm-hung-0.*did not return from score\(\) during reward model"):
+            g.score(samples())
+        assert time.monotonic() - start < 3.0 + 20 + SLACK_S  # the deadline, then the stack dump
+    finally:
+        g.shutdown()

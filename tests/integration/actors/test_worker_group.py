@@ -3,6 +3,7 @@ placement errors."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from bounds import SLACK_S
 
 from qwen25_rl.actors.base import DistributedWorker
+from qwen25_rl.actors.deadlines import WorkerDied
 from qwen25_rl.actors.worker_group import PlacementError, WorkerGroup, reserve_bundles
 from qwen25_rl.batch import TensorBatch
 
@@ -109,3 +111,43 @@ def test_shutdown_releases_resources_and_names(ray_cluster):
     again = WorkerGroup(SumWorker, 2, name="test/release", num_cpus=1.0, distributed=False)
     again.shutdown()
     assert _cpus_back(total) == total
+
+
+class FailsToStartOnceMarked(DistributedWorker):
+    """Starts normally until `marker` exists; from then on its constructor raises."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        if os.path.exists(marker):
+            raise RuntimeError(f"cannot start: {marker} exists")
+
+
+def test_restart_replaces_a_dead_rank_under_its_name_and_records_where_it_runs(ray_cluster):
+    group = WorkerGroup(SumWorker, 1, name="test/restart", num_cpus=0.5, distributed=False)
+    try:
+        old_pid = group.pids[0]
+        ray.kill(group.workers[0])
+        group.restart(0)
+        assert group.restarts == 1
+        assert group.pids[0] not in (None, old_pid)
+        assert group.node_ids[0] == ray.get_runtime_context().get_node_id()
+        assert ray.get(group.workers[0].actor_name.remote()) == "test/restart-0"
+    finally:
+        group.shutdown()
+
+
+def test_a_replacement_whose_constructor_raises_is_not_retried(ray_cluster, tmp_path):
+    marker = tmp_path / "broken"
+    group = WorkerGroup(
+        FailsToStartOnceMarked, 1, name="test/badinit", num_cpus=0.5, distributed=False, init_kwargs={"marker": str(marker)}
+    )
+    try:
+        marker.touch()
+        start = time.monotonic()
+        with pytest.raises(WorkerDied, match=r"FailsToStartOnceMarked rank 0 \(test/badinit-0.*died in __init__\(\) during start-up"):
+            group.restart(0)
+        # At once, not after start_timeout_s (600 s) of retries.
+        assert time.monotonic() - start < 10 + SLACK_S
+        assert group.restarts == 0
+    finally:
+        group.shutdown()
