@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bounds import SLACK_S
+from bounds import SLACK_S, SYNC_LOGPROB_TOL
 from processes import assert_run_gone
 
 from qwen25_rl.paths import REPO_ROOT
@@ -67,12 +67,16 @@ def assert_nothing_left(state) -> None:
     assert_run_gone(state, _STARTED[0])
 
 
+@pytest.mark.vllm
 def test_rollout_worker_killed_mid_generation_is_restarted_and_only_its_prompts_regenerated(
     tiny_model_dir, digit_task, tmp_path, grpo_overrides
 ):
+    # The vLLM engine (what the configs ship): the replacement starts its own engine and loads
+    # the trainer's weights into it.
     state = tmp_path / "fault"
+    settings = FAST | {"rollout.engine": "vllm", "algorithm.total_steps": 3}
     proc, seconds = grpo(
-        grpo_overrides(tiny_model_dir, digit_task, tmp_path, "killed", **FAST, **{"algorithm.total_steps": 3}),
+        grpo_overrides(tiny_model_dir, digit_task, tmp_path, "killed", **settings),
         f"rollout:generate:kill:2:{state}",  # the 2nd generate call: step 2's generation
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -85,6 +89,8 @@ def test_rollout_worker_killed_mid_generation_is_restarted_and_only_its_prompts_
         assert r["prompts/position"] == 4 * r["step"]
         assert r["policy_version"] == r["step"]
     assert [r["rollout/restarts"] for r in rows] == [0, 1, 1]
+    # The replacement sampled with the trainer's weights (its slice of step 2, and step 3).
+    assert max(r["logprob_gap/sampler_trainer_abs_max"] for r in rows) < SYNC_LOGPROB_TOL, rows
     assert seconds < 120, seconds
     gen = [round(r["time/generate_s"], 2) for r in rows]
     print(f"\nrun with a rollout worker killed at step 2: {seconds:.1f} s; generation per step {gen} s")
