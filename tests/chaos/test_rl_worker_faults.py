@@ -4,14 +4,13 @@ the stages' restart loop).
 Faults are injected deterministically through the workers' test seam
 (`QWEN25_RL_FAULT_INJECT`, qwen25_rl.actors.base.inject_fault): the k-th `generate` (or
 `train`) call of the run SIGKILLs its own process or sleeps forever. Each run is `qwen25-rl
-grpo` in its own process on its own Ray (hf rollouts, DDP policy: the fast tiny settings)."""
+grpo` through the CLI in the test's process on the session's Ray (hf rollouts but where a test
+says otherwise, DDP policy: the fast tiny settings)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,21 +31,33 @@ FAST = {
 }
 
 
-def grpo(overrides: list[str], fault: str | None, *, timeout: int = 300) -> tuple[subprocess.CompletedProcess, float]:
-    env = dict(os.environ)
-    env.pop("QWEN25_RL_FAULT_INJECT", None)
-    if fault:
-        env["QWEN25_RL_FAULT_INJECT"] = fault
-    start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "qwen25_rl", "grpo", "--config", CONFIG, *overrides],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO_ROOT,
-        env=env,
-    )
-    return proc, time.monotonic() - start
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def grpo(local_ray, capsys, monkeypatch):
+    """`qwen25-rl grpo` through the CLI in this process, on the session's Ray (no interpreter or
+    cluster start per run); `fault`: the seam's spec, reaching every worker the run starts."""
+
+    def run(overrides: list[str], fault: str | None) -> tuple[Result, float]:
+        from qwen25_rl.cli import main
+
+        if fault:
+            monkeypatch.setenv("QWEN25_RL_FAULT_INJECT", fault)
+        else:
+            monkeypatch.delenv("QWEN25_RL_FAULT_INJECT", raising=False)
+        capsys.readouterr()
+        start = time.monotonic()
+        rc = main(["grpo", "--config", CONFIG, *overrides])
+        seconds = time.monotonic() - start
+        out = capsys.readouterr()
+        return Result(rc, out.out, out.err), seconds
+
+    return run
 
 
 def fired(state: Path) -> list[Path]:
@@ -69,7 +80,7 @@ def assert_nothing_left(state) -> None:
 
 @pytest.mark.vllm
 def test_rollout_worker_killed_mid_generation_is_restarted_and_only_its_prompts_regenerated(
-    tiny_model_dir, digit_task, tmp_path, grpo_overrides
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides, grpo
 ):
     # The vLLM engine (what the configs ship): the replacement starts its own engine and loads
     # the trainer's weights into it.
@@ -97,7 +108,9 @@ def test_rollout_worker_killed_mid_generation_is_restarted_and_only_its_prompts_
     assert_nothing_left(state)
 
 
-def test_rollout_worker_crashing_every_time_stops_the_run_naming_worker_and_step(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
+def test_rollout_worker_crashing_every_time_stops_the_run_naming_worker_and_step(
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides, grpo
+):
     state = tmp_path / "fault"
     proc, seconds = grpo(
         grpo_overrides(
@@ -123,7 +136,7 @@ def test_rollout_worker_crashing_every_time_stops_the_run_naming_worker_and_step
 
 
 def test_hung_rollout_worker_fails_by_the_deadline_naming_actor_and_method_with_its_stack(
-    tiny_model_dir, digit_task, tmp_path, grpo_overrides
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides, grpo
 ):
     state = tmp_path / "fault"
     deadline = 6.0
@@ -153,7 +166,7 @@ def test_hung_rollout_worker_fails_by_the_deadline_naming_actor_and_method_with_
 
 
 def test_policy_worker_killed_mid_step_restarts_the_workers_and_resumes_to_the_same_state(
-    tiny_model_dir, digit_task, tmp_path, grpo_overrides
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides, grpo
 ):
     common = FAST | {"algorithm.total_steps": 4, "checkpoint.every_n_steps": 2}
     proc, _ = grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "straight", **common), None)
