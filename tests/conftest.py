@@ -195,6 +195,36 @@ def make_grpo_overrides(model_dir, task_dir, out_dir, run_name: str, **extra) ->
     return [f"{k}={v}" for k, v in base.items()]
 
 
+# The GRPO run that the kill / resume / restart tests compare against: 4 steps of the fast tiny
+# settings (hf rollouts, DDP policy), a checkpoint every 2 steps.
+GRPO_RESUME_SETTINGS = {
+    "rollout.engine": "hf",
+    "policy.strategy": "ddp",
+    "algorithm.total_steps": 4,
+    "checkpoint.every_n_steps": 2,
+    "algorithm.prompts_per_step": 4,
+    "rollout.samples_per_prompt": 4,
+}
+
+
+@pytest.fixture(scope="session")
+def grpo_straight_run(local_ray, tiny_model_dir, digit_task, tmp_path_factory) -> dict:
+    """One uninterrupted GRPO run with GRPO_RESUME_SETTINGS, run once per session through the CLI
+    in this process (on the session's Ray): {"settings": the overrides to run the same again,
+    "rows": its metrics rows}."""
+    import os
+
+    from qwen25_rl.cli import main
+    from qwen25_rl.paths import REPO_ROOT
+    from qwen25_rl.runs import read_metrics
+
+    out = tmp_path_factory.mktemp("grpo_straight")
+    assert not os.environ.get("QWEN25_RL_FAULT_INJECT")
+    overrides = make_grpo_overrides(tiny_model_dir, digit_task, out, "straight", **GRPO_RESUME_SETTINGS)
+    assert main(["grpo", "--config", str(REPO_ROOT / "configs" / "tiny" / "grpo.yaml"), *overrides]) == 0
+    return {"settings": dict(GRPO_RESUME_SETTINGS), "rows": read_metrics(out / "straight" / "metrics.jsonl")}
+
+
 # -- session end ------------------------------------------------------------------------------
 # Ray and torch.distributed are shut down while the interpreter is whole, so none of their
 # native threads (Ray's core worker and gRPC clients, gloo loops) is still running when the

@@ -166,12 +166,10 @@ def test_hung_rollout_worker_fails_by_the_deadline_naming_actor_and_method_with_
 
 
 def test_policy_worker_killed_mid_step_restarts_the_workers_and_resumes_to_the_same_state(
-    tiny_model_dir, digit_task, tmp_path, grpo_overrides, grpo
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides, grpo, grpo_straight_run
 ):
-    common = FAST | {"algorithm.total_steps": 4, "checkpoint.every_n_steps": 2}
-    proc, _ = grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "straight", **common), None)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
+    # hf rollouts, DDP policy, 4 steps, a checkpoint every 2 (the session's uninterrupted run).
+    common, straight = grpo_straight_run["settings"], grpo_straight_run["rows"]
 
     state = tmp_path / "fault"
     proc, seconds = grpo(

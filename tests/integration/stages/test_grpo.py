@@ -97,17 +97,8 @@ def test_grpo_learns_reward_with_vllm_rollouts_and_deepspeed(tiny_model_dir, dig
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_state(tiny_model_dir, digit_task, tmp_path, grpo_overrides):
-    common = {
-        "rollout.engine": "hf",
-        "policy.strategy": "ddp",
-        "algorithm.total_steps": 4,
-        "checkpoint.every_n_steps": 2,
-        "algorithm.prompts_per_step": 4,
-        "rollout.samples_per_prompt": 4,
-    }
-    grpo(grpo_overrides(tiny_model_dir, digit_task, tmp_path, "straight", **common))
-    straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
+def test_killed_run_resumes_to_the_same_state(tiny_model_dir, digit_task, tmp_path, grpo_overrides, grpo_straight_run):
+    common, straight = grpo_straight_run["settings"], grpo_straight_run["rows"]
 
     # The same run, killed with SIGKILL (driver, Ray and workers) once step 2 is checkpointed.
     args = [
