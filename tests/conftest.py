@@ -211,7 +211,8 @@ GRPO_RESUME_SETTINGS = {
 def grpo_straight_run(local_ray, tiny_model_dir, digit_task, tmp_path_factory) -> dict:
     """One uninterrupted GRPO run with GRPO_RESUME_SETTINGS, run once per session through the CLI
     in this process (on the session's Ray): {"settings": the overrides to run the same again,
-    "rows": its metrics rows}."""
+    "rows": its metrics rows, "run": its folder (checkpoints step_2 and step_4; copy it, never
+    change it)}."""
     import os
 
     from qwen25_rl.cli import main
@@ -222,7 +223,8 @@ def grpo_straight_run(local_ray, tiny_model_dir, digit_task, tmp_path_factory) -
     assert not os.environ.get("QWEN25_RL_FAULT_INJECT")
     overrides = make_grpo_overrides(tiny_model_dir, digit_task, out, "straight", **GRPO_RESUME_SETTINGS)
     assert main(["grpo", "--config", str(REPO_ROOT / "configs" / "tiny" / "grpo.yaml"), *overrides]) == 0
-    return {"settings": dict(GRPO_RESUME_SETTINGS), "rows": read_metrics(out / "straight" / "metrics.jsonl")}
+    run = out / "straight"
+    return {"settings": dict(GRPO_RESUME_SETTINGS), "rows": read_metrics(run / "metrics.jsonl"), "run": run}
 
 
 # -- session end ------------------------------------------------------------------------------

@@ -432,20 +432,16 @@ def test_a_full_tmpfs_fails_clearly_and_keeps_the_previous_checkpoint(tmp_path, 
 
 @pytest.mark.slow
 def test_grpo_rerun_after_its_newest_checkpoint_is_corrupted_continues_from_the_previous_one(
-    tiny_model_dir, digit_task, tmp_path, grpo_overrides, no_leftover_children
+    tiny_model_dir, digit_task, tmp_path, grpo_overrides, grpo_straight_run, no_leftover_children
 ):
     from qwen25_rl.paths import REPO_ROOT
     from qwen25_rl.runs import read_metrics
 
+    # A copy of the session's uninterrupted run (hf rollouts, DDP policy, 4 steps, checkpoints
+    # step_2 and step_4), rerun under its new name with the same settings.
     config = str(REPO_ROOT / "configs" / "tiny" / "grpo.yaml")
-    common = {
-        "rollout.engine": "hf",
-        "policy.strategy": "ddp",
-        "algorithm.total_steps": 4,
-        "checkpoint.every_n_steps": 2,
-        "algorithm.prompts_per_step": 4,
-        "rollout.samples_per_prompt": 4,
-    }
+    shutil.copytree(grpo_straight_run["run"], tmp_path / "run")
+    straight = grpo_straight_run["rows"]
     args = [
         sys.executable,
         "-m",
@@ -453,11 +449,8 @@ def test_grpo_rerun_after_its_newest_checkpoint_is_corrupted_continues_from_the_
         "grpo",
         "--config",
         config,
-        *grpo_overrides(tiny_model_dir, digit_task, tmp_path, "run", **common),
+        *grpo_overrides(tiny_model_dir, digit_task, tmp_path, "run", **grpo_straight_run["settings"]),
     ]
-    first = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
-    assert first.returncode == 0, first.stderr[-4000:]
-    straight = read_metrics(tmp_path / "run" / "metrics.jsonl")
     shard = tmp_path / "run" / "checkpoints" / "step_4" / "policy" / "model" / "model.safetensors"
     _flip_byte(shard)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 
 import torch
+from one_rank import run_on_one_rank, small_model
 
-from qwen25_rl.actors.base import free_port
 from qwen25_rl.batch import TensorBatch
 
 VOCAB = 256
@@ -65,27 +65,8 @@ def _run(_index: int, port: int, model_dir: str, out: str) -> None:
 
 
 def test_deepspeed_steps_at_the_last_micro_batch_of_every_update(tmp_path):
-    import torch.multiprocessing as mp
-
-    from qwen25_rl.models import build_model, save_pretrained
-
-    model = build_model(
-        "tiny",
-        seed=0,
-        attn_implementation="sdpa",
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=1,
-        num_key_value_heads=1,
-        max_position_embeddings=32,
-        tie_word_embeddings=True,
-    )
-    save_pretrained(model, None, tmp_path / "model")
-    out = tmp_path / "results.pt"
-    mp.spawn(_run, args=(free_port(), str(tmp_path / "model"), str(out)), nprocs=1, join=True)
-    got = torch.load(out, weights_only=True)
+    model = small_model(VOCAB, hidden_size=32, num_hidden_layers=1)
+    got = run_on_one_rank(_run, model, tmp_path)
     ds, ddp = got["deepspeed"], got["ddp"]
     # Every micro-batch of a step is scored with the weights the step started from.
     assert max(ddp["gaps"]) < 1e-5, ddp["gaps"]

@@ -15,8 +15,8 @@ import os
 
 import pytest
 import torch
+from one_rank import run_on_one_rank, small_model
 
-from qwen25_rl.actors.base import free_port
 from qwen25_rl.batch import TensorBatch
 
 VOCAB = 2048  # lm_head 2048 x 64: partitioned (above DeepSpeed's default persistence threshold too)
@@ -105,27 +105,8 @@ def _run(_index: int, port: int, model_dir: str, out: str) -> None:
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied-head", "untied-head"])
 def test_zero3_policy_updates_equal_zero0(tmp_path, tied):
-    import torch.multiprocessing as mp
-
-    from qwen25_rl.models import build_model, save_pretrained
-
-    model = build_model(
-        "tiny",
-        seed=0,
-        attn_implementation="sdpa",
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=1,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        tie_word_embeddings=tied,
-    )
-    save_pretrained(model, None, tmp_path / "model")
-    out = tmp_path / "results.pt"
-    mp.spawn(_run, args=(free_port(), str(tmp_path / "model"), str(out)), nprocs=1, join=True)
-    got = torch.load(out, weights_only=True)
+    model = small_model(VOCAB, hidden_size=64, num_hidden_layers=2, tied=tied)
+    got = run_on_one_rank(_run, model, tmp_path)
     zero0, zero3 = got[0], got[3]
     # The run really partitioned the head: outside forward/backward this rank holds none of it.
     assert zero3["head_numel_at_rest"] == 0 and zero0["head_numel_at_rest"] == VOCAB * 64
