@@ -415,6 +415,24 @@ def verify(folder: Path, *, hashes: bool = True) -> list[str]:
     return problems
 
 
+def check_published(folder: Path, what: str) -> None:
+    """A folder this platform published (it carries a `COMPLETE` manifest: a stage's `final/`, a
+    checkpoint) must verify before a stage reads it: a model damaged after its save is named,
+    file by file, never loaded. Folders without a marker (a model from elsewhere) pass."""
+    folder = Path(folder)
+    if not is_complete(folder):
+        return
+    problems = verify(folder)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(
+            f"{what} {folder} does not match the manifest it was saved with ({COMPLETE}): "
+            + "; ".join(problems[:5])
+            + more
+            + ". It was damaged after it was saved: run the stage that wrote it again, or restore a copy"
+        )
+
+
 def folder_bytes(folder: Path) -> int:
     """A published folder's size: its manifest's total, else what is on disk."""
     try:

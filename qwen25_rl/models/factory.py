@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from qwen25_rl.checkpointing import INITIAL_MODEL, ensure_initial_model, staging
+from qwen25_rl.checkpointing import INITIAL_MODEL, check_published, ensure_initial_model, staging
 from qwen25_rl.errors import UserPathError, UserValueError
 from qwen25_rl.models.presets import ModelPreset, get_preset
 
@@ -162,7 +162,7 @@ def initial_model_folder(
     model: ModelConfig, tokenizer_dir: str | Path, run_path: str | Path, announce: Callable[[str], None] | None = None
 ) -> Path:
     """The (absolute) folder a stage's training starts from: `model.path`, which must be a
-    Hugging Face model folder, or the `model.preset` built with the tokenizer in `tokenizer_dir`
+    Hugging Face model folder (verified against its manifest when this platform saved it), or the `model.preset` built with the tokenizer in `tokenizer_dir`
     and saved once as the run's initial_model/ (qwen25_rl.checkpointing.ensure_initial_model),
     so every worker and every restart loads the same initialisation. `announce` is told when a
     preset was built."""
@@ -170,6 +170,7 @@ def initial_model_folder(
         path = Path(model.path)
         if not (path / "config.json").is_file():
             raise UserPathError(f"model.path {path} is not a Hugging Face model folder (no config.json)")
+        check_published(path, "model.path")  # another stage's final/ (a pipeline's `from:`) verifies first
         return path.resolve()
 
     def build(folder: Path) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen25_rl.algorithms.pass_at_k import pass_at_k
-from qwen25_rl.checkpointing import atomic_write
+from qwen25_rl.checkpointing import atomic_write, check_published
 from qwen25_rl.config.loader import load_config
 from qwen25_rl.data.prompts import DatasetError, _chat, read_rows
 from qwen25_rl.metrics import RayGauges
@@ -376,6 +376,7 @@ def run_eval(cfg: EvalConfig, run: RunDir) -> dict[str, Any]:
     if cfg.generating:
         from qwen25_rl.models import load_tokenizer
 
+        check_published(Path(cfg.model.path), "model.path")  # a stage's final/ verifies before it is loaded
         tokenizer = load_tokenizer(cfg.tokenizer.path or str(cfg.model.path))
         notes["dropped_too_long"] = render_prompts(selected, tokenizer, d)
         todo = selected

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qwen25_rl.checkpointing import atomic_write
+from qwen25_rl.checkpointing import atomic_write, check_published
 from qwen25_rl.config.loader import load_config
 from qwen25_rl.data.prompts import DatasetError, _chat, load_prompts, read_rows
 from qwen25_rl.ray_utils import init_ray
@@ -42,6 +42,8 @@ def main(config_path: str, overrides: list[str] | None = None) -> Path:
 
 
 def run_filter(cfg: FilterConfig, run: RunDir) -> Path:
+    if cfg.sampling:
+        check_published(Path(cfg.model.path), "model.path")  # a stage's final/ verifies before it samples
     prompts = sampled_prompts(cfg) if cfg.sampling else given_responses(cfg)
     init_ray(cfg.ray, third_party_logs=cfg.logging.third_party_logs)
     from qwen25_rl.reward.pool import RewardPool

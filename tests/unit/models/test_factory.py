@@ -66,3 +66,32 @@ def test_failed_save_keeps_previous_checkpoint(tiny_tokenizer, tmp_path):
 def test_load_model_from_non_model_folder_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a Hugging Face model folder"):
         load_model(tmp_path)
+
+
+def _model_config(path):
+    from qwen25_rl.config.schema import ModelConfig
+
+    return ModelConfig(path=str(path))
+
+
+def test_a_published_model_folder_is_verified_before_a_stage_starts_from_it(tiny_tokenizer, tmp_path):
+    from qwen25_rl.checkpointing import CheckpointError
+    from qwen25_rl.models import initial_model_folder
+
+    final = tmp_path / "final"
+    save_pretrained(build_model("tiny", tokenizer=tiny_tokenizer, seed=0), tiny_tokenizer, final)  # with its manifest
+    assert initial_model_folder(_model_config(final), "", tmp_path / "run") == final.resolve()
+    weights = final / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model.path .*final does not match the manifest.*model.safetensors: sha256"):
+        initial_model_folder(_model_config(final), "", tmp_path / "run")
+
+
+def test_a_model_folder_from_elsewhere_has_no_manifest_to_check(tiny_tokenizer, tmp_path):
+    from qwen25_rl.models import initial_model_folder
+
+    folder = tmp_path / "hf"
+    build_model("tiny", tokenizer=tiny_tokenizer, seed=0).save_pretrained(folder)  # a plain Hugging Face folder
+    assert initial_model_folder(_model_config(folder), "", tmp_path / "run") == folder.resolve()
