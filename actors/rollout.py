@@ -90,13 +90,14 @@ class VLLMEngine:
     ):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-        from qwen25_rl.logs import quiet_third_party
+        from qwen25_rl.logs import follow_vllm_logging, quiet_third_party
 
         quiet_third_party()  # before vLLM's import reads VLLM_LOGGING_LEVEL
         import torch
         from vllm import LLM
 
         quiet_third_party()  # and after it: vLLM's own handler exists now (known-harmless filter)
+        follow_vllm_logging()  # and after each time the engine configures its logging again
 
         if cpu_threads is not None:
             # The engine computes with torch's intra-op (OpenMP) threads of this process, fixed

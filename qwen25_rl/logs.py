@@ -30,6 +30,9 @@ QUIET_LOGGERS = ("vllm", "ray.train", "ray.tune", "deepspeed", "DeepSpeed", "tra
 KNOWN_HARMLESS = (
     # vLLM's layer-wise reload: the rotary embedding has no weights to load (its cache is computed).
     ("vllm", "RotaryEmbedding: Failed to load weights"),
+    # vLLM's CPU worker turns torch.set_num_threads into a no-op once it bound its threads (and
+    # says so at every call); the rollout worker sets the thread count before the engine starts.
+    ("vllm", "CPU backend doesn't allow to use `torch.set_num_threads`"),
     # Ray Train's placement-group cleaner polls the State API, absent without the dashboard.
     ("ray.train", "Failed to query Ray Train Controller actor state"),
     # DeepSpeed on a CPU-only machine: we set DS_ACCELERATOR=cpu on purpose.
@@ -88,6 +91,26 @@ def quiet_third_party() -> None:
             for target in [logger, *logger.handlers]:
                 if not any(isinstance(f, _DropKnownHarmless) and f.starts == drop.starts for f in target.filters):
                     target.addFilter(drop)
+
+
+def follow_vllm_logging() -> None:
+    """vLLM configures its logging again when an engine starts (`configure_logging`: new handlers,
+    without our filter), and its engine start logs known-harmless warnings right after: filter
+    again after every such configuration. Call after `import vllm` (idempotent)."""
+    try:
+        import vllm.logger as vllm_logger
+    except ImportError:
+        return
+    original = getattr(vllm_logger, "_configure_vllm_root_logger", None)
+    if original is None or getattr(original, "_qwen25_rl_quiet", False):
+        return
+
+    def configure(*args, **kwargs):
+        original(*args, **kwargs)
+        quiet_third_party()
+
+    configure._qwen25_rl_quiet = True  # type: ignore[attr-defined]
+    vllm_logger._configure_vllm_root_logger = configure
 
 
 def quiet_worker() -> None:
