@@ -33,9 +33,6 @@ class DistributedWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def ping(self) -> bool:
-        return True
-
     def node_address(self) -> tuple[str, int]:
         """(IP of this node, a free TCP port on it): rank 0's answer becomes the rendezvous."""
         import ray

@@ -128,8 +128,8 @@ class WorkerGroup:
         self._indices = self.bundle_indices or list(range(self.num_workers))
         self._remote_cls = ray.remote(self.worker_cls)
         self.workers = [self._spawn(rank) for rank in range(self.num_workers)]
-        self.node_ids: list[str] = []
-        self.pids: list[int | None] = []
+        self.node_ids: list[str] = ["?"] * self.num_workers  # known once each rank has started
+        self.pids: list[int | None] = [None] * self.num_workers
         self.restarts = 0
         try:
             self._wait_started(range(self.num_workers), self.start_timeout_s)
@@ -157,20 +157,16 @@ class WorkerGroup:
             self.worker_cls.__name__,
             rank,
             f"{self.name}-{rank}",
-            self.node_ids[rank] if rank < len(self.node_ids) else "?",
-            self.pids[rank] if rank < len(self.pids) else None,
+            self.node_ids[rank],
+            self.pids[rank],
         )
 
     def _wait_started(self, ranks, timeout_s: float) -> None:
         """Wait until `ranks` are constructed (by `timeout_s`: WorkerHung past it, WorkerDied when
-        one dies) and record where each runs, asked of the actors themselves (placement.json)."""
+        one dies) and record where each runs, asked of the actors themselves (placement.json):
+        one call each, answered once the constructor has run."""
         ranks = list(ranks)
-        while len(self.node_ids) < self.num_workers:
-            self.node_ids.append("?")
-            self.pids.append(None)
-        calls = [Call(self.workers[r].ping.remote(), self.info(r), "__init__") for r in ranks]
-        wait_calls(calls, timeout_s, what="start-up")
-        calls = [Call(self.workers[r].__ray_call__.remote(_where), self.info(r), "ping") for r in ranks]
+        calls = [Call(self.workers[r].__ray_call__.remote(_where), self.info(r), "__init__") for r in ranks]
         for r, (node, pid) in zip(ranks, wait_calls(calls, timeout_s, what="start-up")):
             self.node_ids[r], self.pids[r] = node, pid
 

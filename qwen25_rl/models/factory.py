@@ -162,9 +162,10 @@ def initial_model_folder(
     model: ModelConfig, tokenizer_dir: str | Path, run_path: str | Path, announce: Callable[[str], None] | None = None
 ) -> Path:
     """The (absolute) folder a stage's training starts from: `model.path`, which must be a
-    Hugging Face model folder (verified against its manifest when this platform saved it), or the `model.preset` built with the tokenizer in `tokenizer_dir`
-    and saved once as the run's initial_model/ (qwen25_rl.checkpointing.ensure_initial_model),
-    so every worker and every restart loads the same initialisation. `announce` is told when a
+    Hugging Face model folder (verified against its manifest when this platform saved it), or
+    the `model.preset` built with the tokenizer in `tokenizer_dir` and saved once as the run's
+    initial_model/ (qwen25_rl.checkpointing.ensure_initial_model), so every worker and every
+    restart loads the same initialisation. `announce` is told when a
     preset was built."""
     if model.path is not None:
         path = Path(model.path)

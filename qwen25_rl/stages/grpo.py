@@ -141,8 +141,8 @@ def _train(
             metrics["tokens_per_s"] = metrics.get("tokens/generated", 0.0) / metrics["time/step_s"]
             metrics["prompts/position"] = sampler.position
             metrics["workers/restarts"] = restarts.count  # the run's workers rebuilt after a crash, so far
-            if metrics.get("rollout/restarts", 0) > placed_after:  # a replaced rollout worker may run elsewhere
-                placed_after = metrics["rollout/restarts"]
+            if cluster.rollout_restarts > placed_after:  # a replaced rollout worker may run elsewhere
+                placed_after = cluster.rollout_restarts
                 atomic_write(run.path / "placement.json", json.dumps(cluster.placement(), indent=1))
 
             done = step + 1

@@ -119,9 +119,6 @@ class _Idle:
     def __init__(self):
         pass
 
-    def ping(self) -> bool:
-        return True
-
 
 def test_a_group_goes_to_the_nodes_carrying_its_labels(local_ray):
     from qwen25_rl.actors.worker_group import WorkerGroup
